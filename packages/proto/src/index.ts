@@ -1,0 +1,22 @@
+/**
+ * @since 0.1.0
+ */
+export * from "./AgentEvent.js"
+export * from "./ArtifactMeta.js"
+export * as ArtifactVerifyError from "./ArtifactVerifyError.js"
+export * from "./Dispatch.js"
+export * from "./Enrollment.js"
+export * from "./Evidence.js"
+export * from "./FleetResolved.js"
+export * from "./Heartbeat.js"
+export * from "./HostRolloutSnapshot.js"
+export * from "./HostRolloutState.js"
+export * from "./Identifiers.js"
+export * from "./Jcs.js"
+export * from "./Numbers.js"
+export * from "./Optional.js"
+export * from "./Probe.js"
+export * from "./RolloutManifest.js"
+export * from "./Timestamp.js"
+export * from "./TrustConfig.js"
+export * from "./VerifyArtifact.js"
