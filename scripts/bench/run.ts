@@ -1,0 +1,18 @@
+/**
+ * Runs the named benchmarks (all when none is named): `npm run bench -- state-machine`.
+ */
+import { benchStateMachine } from "./state-machine.js"
+
+const benches: Record<string, () => void | Promise<void>> = {
+  "state-machine": benchStateMachine
+}
+
+const requested = process.argv.slice(2)
+const unknown = requested.filter((name) => !(name in benches))
+if (unknown.length > 0) {
+  process.stderr.write(`unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(benches).join(", ")}\n`)
+  process.exit(64)
+}
+for (const name of requested.length > 0 ? requested : Object.keys(benches)) {
+  await benches[name]!()
+}
