@@ -13,7 +13,9 @@ export default tseslint.config(
     },
     rules: {
       "no-console": "error",
-      "no-restricted-imports": ["error", { paths: [{ name: "@effect/schema", message: "Import Schema from \"effect\"." }] }],
+      "no-restricted-imports": ["error", {
+        paths: [{ name: "@effect/schema", message: "Import Schema from \"effect\"." }]
+      }],
       "@typescript-eslint/no-explicit-any": "error",
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/consistent-type-imports": ["error", { fixStyle: "inline-type-imports" }],
@@ -36,13 +38,20 @@ export default tseslint.config(
     files: ["packages/state-machine/src/**/*.ts"],
     rules: {
       "no-restricted-imports": ["error", {
-        patterns: [{ group: ["node:*", "fs", "path", "http", "https", "net", "child_process", "@effect/platform*"], message: "The state machine is pure." }],
+        patterns: [{
+          group: ["node:*", "fs", "path", "http", "https", "net", "child_process", "@effect/platform*"],
+          message: "The state machine is pure."
+        }],
         paths: [
           { name: "effect/Clock", message: "The state machine never reads a clock." },
           { name: "effect/Effect", message: "The state machine is a pure function." }
         ]
       }],
-      "no-restricted-properties": ["error", { object: "Date", property: "now", message: "The state machine never reads a clock." }],
+      "no-restricted-properties": ["error", {
+        object: "Date",
+        property: "now",
+        message: "The state machine never reads a clock."
+      }],
       "no-restricted-syntax": ["error", {
         selector: "NewExpression[callee.name='Date'][arguments.length=0]",
         message: "The state machine never reads a clock."

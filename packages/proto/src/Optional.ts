@@ -35,5 +35,5 @@ export const nullWhenAbsent = <A, I, R>(schema: Schema.Schema<A, I, R>) =>
  *
  * @since 0.1.0
  */
-export const withDefault = <A, I, R>(schema: Schema.Schema<A, I, R>, value: () => A) =>
+export const withDefault = <A, I, R>(schema: Schema.Schema<A, I, R>, value: () => NoInfer<A>) =>
   Schema.optionalWith(schema, { default: value })
