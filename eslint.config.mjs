@@ -17,6 +17,8 @@ export default tseslint.config(
         paths: [{ name: "@effect/schema", message: "Import Schema from \"effect\"." }]
       }],
       "@typescript-eslint/no-explicit-any": "error",
+      // `{}` is how Effect spells an empty variant of a tagged enum.
+      "@typescript-eslint/no-empty-object-type": "off",
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/consistent-type-imports": ["error", { fixStyle: "inline-type-imports" }],
       "@typescript-eslint/array-type": ["error", { default: "generic", readonly: "generic" }],

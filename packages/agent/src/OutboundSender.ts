@@ -1,0 +1,146 @@
+/**
+ * The outbound sender fiber: delivers the outbox to `POST /v1/agent/events`, oldest row
+ * first, woken by every enqueue (with a periodic safety tick).
+ *
+ * Answers: 2xx acknowledges and deletes the row. 408, 429, 5xx, transport errors, and the
+ * refusals that say "this agent is misconfigured" rather than "this event is bad" (401,
+ * 403, 404, 426) are retried with capped exponential backoff: every later event would get
+ * the same answer, so dead-lettering them would empty the outbox into the dead letters.
+ * Any other 4xx dead-letters the row and delivery goes on with the next one.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
+import { ControlPlaneClient } from "./ControlPlaneClient.js"
+import { Outbox, type OutboxRow } from "./Outbox.js"
+import { Shutdown } from "./Shutdown.js"
+
+/** Rows read per pass: the backlog is paged, never loaded whole. */
+const PAGE = 100
+
+/**
+ * Retry delays: 1 s doubling, capped at 60 s, jittered so that a fleet does not retry in
+ * step after a control-plane outage.
+ *
+ * @since 0.1.0
+ */
+export const deliveryRetry = Schedule.exponential("1 second").pipe(
+  Schedule.union(Schedule.spaced("60 seconds")),
+  Schedule.jittered
+)
+
+/** Wakes the sender even without an enqueue (e.g. rows left by a previous process). */
+const SAFETY_TICK = "15 seconds"
+
+/**
+ * @since 0.1.0
+ */
+export const deliveries = Metric.counter("nixfleet_agent_outbox_deliveries_total", {
+  description: "Outbox delivery attempts, by result (delivered, retried, dead_lettered)",
+  incremental: true
+})
+
+/**
+ * What an answer means for the row.
+ *
+ * @since 0.1.0
+ */
+export type Verdict = "delivered" | "retry" | "dead-letter"
+
+/**
+ * @since 0.1.0
+ */
+export const classify = (status: number): Verdict => {
+  if (status >= 200 && status < 300) return "delivered"
+  if (status === 408 || status === 429 || status >= 500) return "retry"
+  if (status === 401 || status === 403 || status === 404 || status === 426) return "retry"
+  if (status >= 400) return "dead-letter"
+  return "retry"
+}
+
+class Retry extends Data.TaggedError("Retry")<{ readonly reason: string }> {}
+
+const deliver = (row: OutboxRow) =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox
+    const client = yield* ControlPlaneClient
+    const answer = yield* client.postEvent({ hostname: row.hostname, rolloutId: row.rolloutId, eventJson: row.body })
+      .pipe(
+        Effect.catchTag("TransportError", (error) => Effect.fail(new Retry({ reason: error.message })))
+      )
+    const verdict = classify(answer.status)
+    const reason = `HTTP ${answer.status}${answer.body === "" ? "" : `: ${answer.body}`}`
+    switch (verdict) {
+      case "delivered":
+        yield* outbox.acknowledge(row.id)
+        yield* Metric.increment(Metric.tagged(deliveries, "result", "delivered"))
+        return
+      case "dead-letter":
+        yield* outbox.deadLetter(row.id, answer.status, reason)
+        yield* Metric.increment(Metric.tagged(deliveries, "result", "dead_lettered"))
+        return yield* Effect.logError("the control plane refused an event for good; moved to the dead letters").pipe(
+          Effect.annotateLogs("reason", reason)
+        )
+      case "retry":
+        if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429) {
+          yield* Effect.logError("the control plane refuses this agent; check its certificate, machine id and URL")
+            .pipe(Effect.annotateLogs("reason", reason))
+        }
+        return yield* Effect.fail(new Retry({ reason }))
+    }
+  }).pipe(
+    Effect.tapError((error) =>
+      Effect.zipRight(
+        Effect.logWarning("event delivery failed; will retry").pipe(Effect.annotateLogs("reason", error.message)),
+        Effect.zipRight(
+          Effect.flatMap(Outbox, (outbox) => Effect.ignore(outbox.recordFailure(row.id, error.message))),
+          Metric.increment(Metric.tagged(deliveries, "result", "retried"))
+        )
+      )
+    ),
+    Effect.retry(deliveryRetry),
+    Effect.annotateLogs({ rolloutId: row.rolloutId, seq: row.seq, kind: row.kind }),
+    Effect.withSpan("OutboundSender.deliver", {
+      attributes: { rolloutId: row.rolloutId, seq: row.seq, kind: row.kind }
+    })
+  )
+
+/**
+ * One pass: delivers pages until the outbox is empty. Returns how many rows it handled.
+ */
+const drain = Effect.gen(function*() {
+  const outbox = yield* Outbox
+  let handled = 0
+  while (true) {
+    const rows = yield* outbox.head(PAGE).pipe(Effect.retry(deliveryRetry))
+    if (rows.length === 0) return handled
+    for (const row of rows) yield* deliver(row)
+    handled += rows.length
+  }
+})
+
+/**
+ * Forks the sender in the runtime's scope.
+ *
+ * @since 0.1.0
+ */
+export const OutboundSender = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const shutdown = yield* Shutdown
+    const outbox = yield* Outbox
+    const context = yield* Effect.context<Outbox | ControlPlaneClient>()
+    const stopped = Deferred.await(shutdown)
+    const loop = Effect.gen(function*() {
+      while (!(yield* Deferred.isDone(shutdown))) {
+        yield* Effect.raceFirst(Effect.asVoid(drain), stopped)
+        yield* Effect.raceAll([outbox.awaitEnqueued, Effect.sleep(SAFETY_TICK), stopped])
+      }
+    })
+    yield* Effect.forkScoped(loop.pipe(Effect.provide(context)))
+  })
+)

@@ -1,0 +1,89 @@
+import type { HostRolloutSnapshot } from "@nixfleet/proto"
+import { type HostRolloutState, type HostState, newPending } from "@nixfleet/state-machine"
+import { entryOf, type RolloutEntry } from "./entry.js"
+
+/** Which states follow which: `later(a, b)` when b can be reached from a. */
+const successors: Readonly<Record<HostState, ReadonlyArray<HostState>>> = {
+  Pending: ["Activating"],
+  Activating: ["Deferred", "Soaking", "Failed"],
+  Deferred: ["Soaking", "Failed"],
+  Soaking: ["Converged", "Failed"],
+  Converged: [],
+  Failed: ["Reverted"],
+  Reverted: []
+}
+
+const reachable = (from: HostState, to: HostState): boolean => {
+  const seen = new Set<HostState>()
+  const stack = [...successors[from]]
+  while (stack.length > 0) {
+    const state = stack.pop()!
+    if (state === to) return true
+    if (seen.has(state)) continue
+    seen.add(state)
+    stack.push(...successors[state])
+  }
+  return false
+}
+
+/** @internal */
+export interface MergeResult {
+  readonly entry: RolloutEntry
+  /** The snapshot changed the rollout or its state (or the rollout is new here): re-prime probes. */
+  readonly changed: boolean
+  /** The snapshot's state was older than ours while our events were still queued: kept ours. */
+  readonly keptLocalState: boolean
+}
+
+/**
+ * Merges the control plane's record into the agent's (spec agent-runtime §2.6), with our
+ * rules on top:
+ * - canonical fields come from the snapshot, agent-local ones (probes, failure windows,
+ *   failure and convergence stamps, policy applied, revert) stay ours when we know the
+ *   rollout;
+ * - `lastEventSeq` never moves backwards, so a new event never reuses a queued seq;
+ * - while the outbox still holds events of this rollout, a snapshot that lags behind our
+ *   state (our state is reachable from its state) does not move us back: the control
+ *   plane has not seen those events yet.
+ *
+ * @internal
+ */
+export const mergeSnapshot = (
+  existing: RolloutEntry | undefined,
+  snapshot: HostRolloutSnapshot,
+  eventsQueued: boolean
+): MergeResult => {
+  const local = existing?.record
+  const keptLocalState = local !== undefined && eventsQueued && reachable(snapshot.state, local.state)
+  if (local !== undefined && keptLocalState) {
+    const record: HostRolloutState = { ...local, lastEventSeq: Math.max(local.lastEventSeq, snapshot.lastEventSeq) }
+    return { entry: { ...existing!, record }, changed: false, keptLocalState }
+  }
+  const base: HostRolloutState = local ?? newPending({
+    rolloutId: snapshot.rolloutId,
+    hostname: snapshot.hostname,
+    channel: snapshot.channel,
+    targetClosure: snapshot.targetClosure,
+    dispatchedAt: snapshot.dispatchedAt,
+    soakDueAt: snapshot.soakDueAt
+  })
+  const record: HostRolloutState = {
+    ...base,
+    rolloutId: snapshot.rolloutId,
+    hostname: snapshot.hostname,
+    channel: snapshot.channel,
+    state: snapshot.state,
+    targetClosure: snapshot.targetClosure,
+    // The control plane writes "" when it synthesised the acknowledgement: the rollback target is unknown.
+    currentClosureAtDispatch: snapshot.currentClosureAtDispatch === "" ? null : snapshot.currentClosureAtDispatch,
+    currentClosure: snapshot.currentClosure,
+    dispatchedAt: snapshot.dispatchedAt,
+    dispatchAckedAt: snapshot.dispatchAckedAt,
+    activationStartedAt: snapshot.activationStartedAt,
+    activationCompletedAt: snapshot.activationCompletedAt,
+    soakDueAt: snapshot.soakDueAt,
+    lastEventSeq: Math.max(local?.lastEventSeq ?? 0, snapshot.lastEventSeq)
+  }
+  const changed = local === undefined || local.state !== record.state || local.targetClosure !== record.targetClosure
+  return { entry: existing === undefined ? entryOf(record) : { ...existing, record }, changed, keptLocalState: false }
+}

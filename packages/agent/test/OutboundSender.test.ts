@@ -1,0 +1,163 @@
+import { NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { AgentEvent } from "@nixfleet/proto"
+import { Effect, Layer, Ref, Schema } from "effect"
+import { AgentConfig } from "../src/AgentConfig.js"
+import { ControlPlaneClient } from "../src/ControlPlaneClient.js"
+import { classify, OutboundSender } from "../src/OutboundSender.js"
+import { Outbox } from "../src/Outbox.js"
+import { Shutdown } from "../src/Shutdown.js"
+import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
+import { testConfig } from "./support/fixtures.js"
+import { MemoryOutboxHandle, memoryOutboxLayer } from "./support/memoryOutbox.js"
+
+const event = (seq: number): AgentEvent => ({
+  _tag: "ProbeResult",
+  probeName: "nginx",
+  mode: "enforce",
+  status: "pass",
+  observedAt: new Date("2026-05-17T12:00:00Z"),
+  failureReason: null,
+  subResults: null,
+  seq
+})
+
+const enqueue = (seq: number, rolloutId = "stable@abc123") =>
+  Effect.flatMap(
+    Outbox,
+    (outbox) => outbox.enqueue({ rolloutId, seq, hostname: "web-01", durable: true, event: event(seq) })
+  )
+
+/** The sender against a scripted control plane; runs `body` with the fake's handle. */
+const withSender = <A, E>(
+  script: (request: RecordedRequest, index: number) => Answer,
+  body: (
+    fake: Effect.Effect.Success<ReturnType<typeof fakeControlPlane>>
+  ) => Effect.Effect<A, E, Outbox | MemoryOutboxHandle>
+) =>
+  Effect.gen(function*() {
+    const fake = yield* fakeControlPlane(script)
+    const layer = OutboundSender.pipe(
+      Layer.provide(ControlPlaneClient.layer),
+      Layer.provide(NodeHttpClient.layerUndici),
+      Layer.provideMerge(memoryOutboxLayer),
+      Layer.provide(Shutdown.layer),
+      Layer.provideMerge(AgentConfig.make(testConfig({ controlPlaneUrl: `${fake.url}/` })))
+    )
+    return yield* Effect.provide(body(fake), layer)
+  })
+
+const until = (condition: Effect.Effect<boolean, never, Outbox | MemoryOutboxHandle>) =>
+  Effect.gen(function*() {
+    while (!(yield* condition)) yield* Effect.sleep("10 millis")
+  })
+
+const pending = Effect.flatMap(Outbox, (outbox) => Effect.orDie(outbox.pendingCount()))
+const seqs = (requests: ReadonlyArray<RecordedRequest>) => requests.map((r) => JSON.parse(r.body).event.seq as number)
+
+describe("classify", () => {
+  it("sorts answers into delivered, retry and dead-letter", () => {
+    expect([200, 202, 204].map(classify)).toStrictEqual(["delivered", "delivered", "delivered"])
+    expect([408, 429, 500, 502, 503].map(classify)).toStrictEqual(["retry", "retry", "retry", "retry", "retry"])
+    expect([401, 403, 404, 426].map(classify)).toStrictEqual(["retry", "retry", "retry", "retry"])
+    expect([400, 409, 413, 415, 422].map(classify)).toStrictEqual([
+      "dead-letter",
+      "dead-letter",
+      "dead-letter",
+      "dead-letter",
+      "dead-letter"
+    ])
+  })
+})
+
+describe("OutboundSender", () => {
+  it.scopedLive("delivers rows in insertion order as the upstream envelope, with the protocol header", () =>
+    withSender(() => ({ status: 204 }), (fake) =>
+      Effect.gen(function*() {
+        yield* enqueue(2, "stable@bbb")
+        yield* enqueue(1, "stable@aaa")
+        yield* enqueue(3, "stable@bbb")
+        yield* until(Effect.map(pending, (n) => n === 0))
+        const requests = fake.requests()
+        expect(seqs(requests)).toStrictEqual([2, 1, 3])
+        const first = requests[0]!
+        expect(first.method).toBe("POST")
+        expect(first.url).toBe("/v1/agent/events")
+        expect(first.headers["x-nixfleet-protocol"]).toBe("1")
+        expect(first.headers["content-type"]).toContain("application/json")
+        const envelope = JSON.parse(first.body)
+        expect(Object.keys(envelope)).toStrictEqual(["hostname", "rolloutId", "event"])
+        expect(envelope).toMatchObject({ hostname: "web-01", rolloutId: "stable@bbb" })
+        expect(envelope.event).toStrictEqual(Schema.encodeSync(AgentEvent)(event(2)))
+      })))
+
+  it.scopedLive("a row refused with 400 is dead-lettered and the rows after it still go out", () =>
+    withSender(
+      (request) =>
+        JSON.parse(request.body).event.seq === 2 ? { status: 400, body: "{\"error\":\"bad kind\"}" } : { status: 204 },
+      (fake) =>
+        Effect.gen(function*() {
+          for (const seq of [1, 2, 3]) yield* enqueue(seq)
+          yield* until(Effect.map(pending, (n) => n === 0))
+          expect(seqs(fake.requests())).toStrictEqual([1, 2, 3])
+          const dead = yield* Effect.flatMap(MemoryOutboxHandle, (h) => Ref.get(h.dead))
+          expect(dead).toHaveLength(1)
+          expect(dead[0]).toMatchObject({ seq: 2, status: 400, reason: "HTTP 400: {\"error\":\"bad kind\"}" })
+        })
+    ))
+
+  it.scopedLive(
+    "a 503 is retried with backoff and the row is delivered once",
+    () =>
+      withSender((_, index) => index === 0 ? { status: 503 } : { status: 204 }, (fake) =>
+        Effect.gen(function*() {
+          yield* enqueue(1)
+          yield* enqueue(2)
+          yield* until(Effect.map(pending, (n) => n === 0))
+          expect(seqs(fake.requests())).toStrictEqual([1, 1, 2])
+        })),
+    10_000
+  )
+
+  it.scopedLive(
+    "a refusal of the agent itself (403) keeps the event for a retry instead of dead-lettering it",
+    () =>
+      withSender((_, index) => index === 0 ? { status: 403 } : { status: 204 }, (fake) =>
+        Effect.gen(function*() {
+          yield* enqueue(1)
+          yield* until(Effect.sync(() => fake.requests().length >= 1))
+          const rows = yield* Effect.flatMap(MemoryOutboxHandle, (h) => Ref.get(h.rows))
+          yield* until(Effect.map(pending, (n) => n === 0))
+          expect(rows[0]?.seq).toBe(1)
+          expect(yield* Effect.flatMap(MemoryOutboxHandle, (h) => Ref.get(h.dead))).toStrictEqual([])
+          expect(seqs(fake.requests())).toStrictEqual([1, 1])
+        })),
+    10_000
+  )
+
+  it.scopedLive("an enqueue wakes the sender at once", () =>
+    withSender(() => ({ status: 204 }), (fake) =>
+      Effect.gen(function*() {
+        yield* Effect.sleep("100 millis")
+        const start = Date.now()
+        yield* enqueue(1)
+        yield* until(Effect.map(pending, (n) => n === 0))
+        expect(fake.requests()).toHaveLength(1)
+        expect(Date.now() - start).toBeLessThan(1000)
+      })))
+
+  it.scopedLive(
+    "a control plane that is down keeps the events; they go out once it answers",
+    () =>
+      withSender((_, index) => index < 2 ? { status: 502 } : { status: 204 }, (fake) =>
+        Effect.gen(function*() {
+          yield* enqueue(1)
+          yield* enqueue(2)
+          yield* until(Effect.sync(() => fake.requests().length >= 2))
+          expect(yield* pending).toBe(2)
+          yield* until(Effect.map(pending, (n) => n === 0))
+          expect(seqs(fake.requests())).toStrictEqual([1, 1, 1, 2])
+        })),
+    15_000
+  )
+})
