@@ -1,10 +1,14 @@
 /**
- * Runs the named benchmarks (all when none is named): `npm run bench -- state-machine`.
+ * Runs the named benchmarks (all when none is named): `npm run bench -- state-machine`,
+ * `npm run bench -- outbox-enqueue outbox-drain`.
  */
+import { benchOutboxDrain, benchOutboxEnqueue } from "./outbox.js"
 import { benchStateMachine } from "./state-machine.js"
 
 const benches: Record<string, () => void | Promise<void>> = {
-  "state-machine": benchStateMachine
+  "state-machine": benchStateMachine,
+  "outbox-enqueue": benchOutboxEnqueue,
+  "outbox-drain": benchOutboxDrain
 }
 
 const requested = process.argv.slice(2)

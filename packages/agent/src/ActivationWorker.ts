@@ -13,7 +13,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import {
   type ActivationError,
@@ -25,7 +24,7 @@ import {
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
-import { untilShutdown } from "./Shutdown.js"
+import { drainUntilShutdown } from "./Shutdown.js"
 
 /**
  * Set to any value (even empty), activations and rollbacks are not run: they are reported
@@ -180,7 +179,7 @@ export const ActivationWorker = Layer.scopedDiscard(
     const channels = yield* RuntimeChannels
     const context = yield* Effect.context<Reducer | ActivationPipeline>()
     yield* Effect.forkScoped(
-      untilShutdown(Queue.take(channels.activationIntents), (intent) =>
+      drainUntilShutdown(channels.activationIntents, (intent) =>
         runIntent(intent).pipe(
           Effect.provide(context),
           Effect.catchAllDefect((defect) =>

@@ -17,7 +17,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
-import { Outbox, type OutboxRow } from "./Outbox.js"
+import { Outbox, type OutboxError, type OutboxRow } from "./Outbox.js"
 import { Shutdown } from "./Shutdown.js"
 
 /** Rows read per pass: the backlog is paged, never loaded whole. */
@@ -65,7 +65,11 @@ export const classify = (status: number): Verdict => {
 
 class Retry extends Data.TaggedError("Retry")<{ readonly reason: string }> {}
 
-const deliver = (row: OutboxRow) =>
+/**
+ * One attempt: POST the row and act on the answer. A dead-lettered row is moved at once; a
+ * delivered one is left to the caller's batched acknowledgement.
+ */
+const attempt = (row: OutboxRow) =>
   Effect.gen(function*() {
     const outbox = yield* Outbox
     const client = yield* ControlPlaneClient
@@ -77,15 +81,15 @@ const deliver = (row: OutboxRow) =>
     const reason = `HTTP ${answer.status}${answer.body === "" ? "" : `: ${answer.body}`}`
     switch (verdict) {
       case "delivered":
-        yield* outbox.acknowledge(row.id)
         yield* Metric.increment(Metric.tagged(deliveries, "result", "delivered"))
-        return
+        return "delivered" as const
       case "dead-letter":
         yield* outbox.deadLetter(row.id, answer.status, reason)
         yield* Metric.increment(Metric.tagged(deliveries, "result", "dead_lettered"))
-        return yield* Effect.logError("the control plane refused an event for good; moved to the dead letters").pipe(
+        yield* Effect.logError("the control plane refused an event for good; moved to the dead letters").pipe(
           Effect.annotateLogs("reason", reason)
         )
+        return "dead-lettered" as const
       case "retry":
         if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429) {
           yield* Effect.logError("the control plane refuses this agent; check its certificate, machine id and URL")
@@ -93,15 +97,21 @@ const deliver = (row: OutboxRow) =>
         }
         return yield* Effect.fail(new Retry({ reason }))
     }
-  }).pipe(
+  })
+
+/**
+ * Delivers one row, retrying until the control plane settles it. Before each retry wait
+ * the rows already delivered are acknowledged, so a long outage does not keep them.
+ */
+const deliver = (row: OutboxRow, flushAcknowledged: Effect.Effect<void, OutboxError>) =>
+  attempt(row).pipe(
     Effect.tapError((error) =>
-      Effect.zipRight(
+      Effect.all([
         Effect.logWarning("event delivery failed; will retry").pipe(Effect.annotateLogs("reason", error.message)),
-        Effect.zipRight(
-          Effect.flatMap(Outbox, (outbox) => Effect.ignore(outbox.recordFailure(row.id, error.message))),
-          Metric.increment(Metric.tagged(deliveries, "result", "retried"))
-        )
-      )
+        Effect.flatMap(Outbox, (outbox) => Effect.ignore(outbox.recordFailure(row.id, error.message))),
+        Metric.increment(Metric.tagged(deliveries, "result", "retried")),
+        Effect.ignore(flushAcknowledged)
+      ], { discard: true })
     ),
     Effect.retry(deliveryRetry),
     Effect.annotateLogs({ rolloutId: row.rolloutId, seq: row.seq, kind: row.kind }),
@@ -111,16 +121,24 @@ const deliver = (row: OutboxRow) =>
   )
 
 /**
- * One pass: delivers pages until the outbox is empty. Returns how many rows it handled.
+ * Delivers pages until the outbox is empty. Delivered rows are acknowledged per page in one
+ * commit (one fsync per page instead of one per event).
  */
 const drain = Effect.gen(function*() {
   const outbox = yield* Outbox
-  let handled = 0
+  const acknowledged: Array<number> = []
+  // A failed flush puts its ids back, so the next flush tries them again.
+  const flush = Effect.suspend(() => {
+    const ids = acknowledged.splice(0)
+    return outbox.acknowledgeMany(ids).pipe(Effect.tapError(() => Effect.sync(() => acknowledged.unshift(...ids))))
+  })
   while (true) {
     const rows = yield* outbox.head(PAGE).pipe(Effect.retry(deliveryRetry))
-    if (rows.length === 0) return handled
-    for (const row of rows) yield* deliver(row)
-    handled += rows.length
+    if (rows.length === 0) return
+    for (const row of rows) {
+      if ((yield* deliver(row, flush)) === "delivered") acknowledged.push(row.id)
+    }
+    yield* Effect.retry(flush, deliveryRetry)
   }
 })
 

@@ -34,7 +34,7 @@ import { type ManifestSet, resolvePolicy } from "./ManifestSet.js"
 import { Outbox } from "./Outbox.js"
 import type { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
-import { untilShutdown } from "./Shutdown.js"
+import { drainUntilShutdown } from "./Shutdown.js"
 
 /**
  * Events held while the rollout policy is not cached yet. A dispatch was popped from the
@@ -88,7 +88,7 @@ export class Reducer extends Context.Tag("@nixfleet/agent/Reducer")<Reducer, Red
       const records = yield* SubscriptionRef.make<ReadonlyMap<string, HostRolloutState>>(new Map())
       const loop = yield* makeLoop(records)
       yield* Effect.forkScoped(
-        untilShutdown(Queue.take(channels.reducerInput), ({ handled, input }) =>
+        drainUntilShutdown(channels.reducerInput, ({ handled, input }) =>
           Effect.ensuring(
             loop.handle(input),
             handled === null ? Effect.void : Deferred.succeed(handled, undefined)
@@ -124,8 +124,8 @@ const drop = (reason: string, event: string, message: string) =>
     Metric.increment(Metric.tagged(droppedEvents, "reason", reason))
   )
 
-/** Storage failures are retried briefly: the reducer must move on, and a lost event is logged in full. */
-const enqueueRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(4)))
+/** Storage failures are retried briefly (5 attempts in all): the reducer must move on, and a lost event is logged in full. */
+const enqueueRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(3)))
 
 const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, HostRolloutState>>) =>
   Effect.gen(function*() {
@@ -172,7 +172,8 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
             event: command.payload
           }
           return outbox.enqueue(entry).pipe(
-            Effect.retry(enqueueRetry),
+            // The retry schedule is only built once a first attempt has failed.
+            Effect.catchAll(() => Effect.retry(outbox.enqueue(entry), enqueueRetry)),
             Effect.flatMap((inserted) =>
               inserted ? Effect.void : Effect.logWarning("an event with this seq is already queued; kept the first")
             ),

@@ -47,6 +47,7 @@ export const memoryOutboxLayer = Layer.effectContext(
         }),
       head: (limit) => Effect.map(Ref.get(rows), (all) => all.slice(0, limit)),
       acknowledge: (id) => Ref.update(rows, (all) => all.filter((row) => row.id !== id)),
+      acknowledgeMany: (ids) => Ref.update(rows, (all) => all.filter((row) => !ids.includes(row.id))),
       recordFailure: (id, reason) =>
         Ref.update(
           rows,

@@ -1,0 +1,72 @@
+/**
+ * Turning every failure of the storage stack (SqlError, PlatformError, ParseError, and the
+ * defects a native driver can throw) into an `OutboxError`, so callers never see a throw.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { OutboxError } from "../../Outbox.js"
+
+/**
+ * The messages of an error and of its causes, outermost first: `SqlError` says "Failed to
+ * execute statement" and keeps the useful part ("database or disk is full") in `cause`.
+ *
+ * @since 0.1.0
+ */
+export const describeError = (error: unknown): string => {
+  const parts: Array<string> = []
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
+    if (typeof current === "object" && "message" in current && typeof current.message === "string") {
+      const message = current.message.trim()
+      if (message !== "" && !parts.some((part) => part.includes(message))) parts.push(message)
+      current = "cause" in current ? current.cause : undefined
+    } else {
+      parts.push(String(current))
+      current = undefined
+    }
+  }
+  return parts.length === 0 ? "unknown error" : parts.join(": ")
+}
+
+/**
+ * @since 0.1.0
+ */
+export const outboxError = (operation: string, cause: unknown, context?: string): OutboxError =>
+  new OutboxError({
+    operation,
+    message: `outbox ${operation} failed${context === undefined ? "" : ` (${context})`}: ${describeError(cause)}`,
+    cause
+  })
+
+/**
+ * Maps the typed errors and the defects of `self` to `OutboxError`; interruption stays
+ * interruption.
+ *
+ * @since 0.1.0
+ */
+export const guard = (operation: string, context?: string) =>
+<A, E, R>(
+  self: Effect.Effect<A, E, R>
+): Effect.Effect<A, OutboxError, R> =>
+  self.pipe(
+    Effect.mapError((error) => outboxError(operation, error, context)),
+    Effect.catchAllDefect((defect) => Effect.fail(outboxError(operation, defect, context)))
+  )
+
+/**
+ * The same for a layer: the SQLite client and the migrator die (rather than fail) when
+ * the driver throws while opening or a migration fails.
+ *
+ * @since 0.1.0
+ */
+export const guardLayer = (operation: string, context?: string) =>
+<A, E, R>(
+  self: Layer.Layer<A, E, R>
+): Layer.Layer<A, OutboxError, R> =>
+  Layer.catchAllCause(self, (cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Layer.failCause(Cause.map(cause, (error) => outboxError(operation, error, context)))
+      : Layer.fail(outboxError(operation, Cause.squash(cause), context)))

@@ -1,0 +1,67 @@
+/**
+ * Assembly of the outbox layer: state directory, corruption check, SQLite client with
+ * pragmas and migrations, legacy import, service.
+ *
+ * This module imports the `Outbox` tag while `Outbox.ts` imports this module (for
+ * `Outbox.layer`), so nothing here touches `Outbox.ts` bindings at module evaluation;
+ * `Outbox.layer` reaches `layer` lazily through `Layer.suspend`.
+ *
+ * @since 0.1.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { AgentConfig } from "../../AgentConfig.js"
+import { Outbox } from "../../Outbox.js"
+import { quarantineIfCorrupt } from "./corrupt.js"
+import { guard } from "./errors.js"
+import { importLegacyQueue } from "./legacyImport.js"
+import * as service from "./service.js"
+import { layerDatabase } from "./sqlite.js"
+
+/**
+ * The database file under the state directory.
+ *
+ * @since 0.1.0
+ */
+export const DATABASE_FILE = "outbox.sqlite"
+
+/**
+ * The outbox and its SQL client, for the outbox's own tests (pragmas, integrity). The
+ * rest of the agent gets `layer`, which hides the client.
+ *
+ * @since 0.1.0
+ */
+export const layerWithSql = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const config = yield* AgentConfig
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    // 0700: the outbox holds the host's deployment history; only the agent reads it.
+    yield* fs.makeDirectory(config.stateDir, { recursive: true, mode: 0o700 }).pipe(
+      guard("open", `creating ${config.stateDir}`)
+    )
+    const filename = path.join(config.stateDir, DATABASE_FILE)
+    yield* quarantineIfCorrupt(filename)
+    const outbox = Layer.scoped(
+      Outbox,
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* importLegacyQueue(sql, config.stateDir)
+        return yield* service.make({ nonDurableCap: config.outboxNonDurableCap })
+      })
+    )
+    return outbox.pipe(Layer.provideMerge(layerDatabase(filename)))
+  })
+)
+
+/**
+ * The outbox alone: the SQL client stays inside (another `SqlClient` of the application
+ * is neither shadowed nor reachable through it).
+ *
+ * @since 0.1.0
+ */
+export const layer = Layer.map(layerWithSql, (context) => Context.make(Outbox, Context.get(context, Outbox)))

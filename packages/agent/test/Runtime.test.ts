@@ -1,0 +1,166 @@
+/**
+ * The runtime end to end, through the durable SQLite outbox, against an in-process HTTP
+ * server standing in for the control plane.
+ */
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import * as FileSystem from "@effect/platform/FileSystem"
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Exit, Layer, Scope, Stream, Supervisor, TestClock, TestServices } from "effect"
+import { ActivationPipeline, type ActivationPipelineService, SwitchFailed } from "../src/ActivationPipeline.js"
+import { AgentRuntime } from "../src/AgentRuntime.js"
+import { Reducer } from "../src/Reducer.js"
+import { ReducerInput } from "../src/ReducerInput.js"
+import { fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
+import { manifestSet, PRIOR, ROLLOUT, TARGET, testConfig } from "./support/fixtures.js"
+
+const liveSleep = (ms: number) => TestServices.provideLive(Effect.sleep(ms))
+
+/** Waits, in real time, until the fake control plane has received `n` events. */
+const eventsReceived = (requests: () => ReadonlyArray<RecordedRequest>, n: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 1000 && requests().length < n; i++) yield* liveSleep(10)
+    return requests().map((r) => JSON.parse(r.body).event as { kind: string; seq: number })
+  })
+
+const dispatch = (soakSecs: number) =>
+  Effect.gen(function*() {
+    const reducer = yield* Reducer
+    const now = new Date(yield* TestClock.currentTimeMillis)
+    yield* reducer.submit(ReducerInput.ManifestSetUpdated({ set: manifestSet("rollback-and-halt") }))
+    yield* reducer.submit(ReducerInput.HostEvent({
+      rolloutId: ROLLOUT,
+      event: {
+        _tag: "LocalActivate",
+        currentClosureAtDispatch: PRIOR,
+        targetClosure: TARGET,
+        receivedAt: now,
+        soakDueAt: new Date(now.getTime() + soakSecs * 1000),
+        seq: 0
+      }
+    }))
+  })
+
+const runtime = (
+  stateDir: string,
+  url: string,
+  pipeline: Partial<ActivationPipelineService>,
+  env: Record<string, string>
+) =>
+  AgentRuntime.layer({ config: testConfig({ stateDir, controlPlaneUrl: url }) }).pipe(
+    Layer.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici, ActivationPipeline.scripted(pipeline))),
+    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+  )
+
+const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "nixfleet-agent-" }))
+  .pipe(
+    Effect.provide(NodeContext.layer)
+  )
+
+describe("AgentRuntime", () => {
+  it.scoped(
+    "in test mode a dispatch becomes DispatchAck(1), ActivationStarted, ActivationCompleted, then Converged",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* tempDir
+        const fake = yield* fakeControlPlane()
+        yield* Effect.gen(function*() {
+          yield* dispatch(60)
+          const first = yield* eventsReceived(fake.requests, 3)
+          expect(first.map((e) => `${e.kind}#${e.seq}`)).toStrictEqual([
+            "DispatchAck#1",
+            "ActivationStarted#2",
+            "ActivationCompleted#3"
+          ])
+          yield* TestClock.adjust("59 seconds")
+          expect(fake.requests()).toHaveLength(3)
+          yield* TestClock.adjust("6 seconds")
+          const all = yield* eventsReceived(fake.requests, 4)
+          expect(all[3]).toStrictEqual({
+            kind: "Converged",
+            convergedAt: "1970-01-01T00:01:00Z",
+            currentClosure: TARGET,
+            seq: 4
+          })
+          expect(Object.keys(all[0]!)).toStrictEqual(["kind", "currentClosureAtDispatch", "receivedAt", "seq"])
+          expect(Object.keys(all[2]!)).toStrictEqual([
+            "kind",
+            "observedCurrentClosure",
+            "exitCode",
+            "completedAt",
+            "seq"
+          ])
+        }).pipe(
+          Effect.provide(runtime(dir, fake.url, { activate: () => Effect.dieMessage("test mode must not activate") }, {
+            NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1"
+          }))
+        )
+      }),
+    20_000
+  )
+
+  it.scoped(
+    "a failure under rollback-and-halt becomes ActivationFailed then RollbackComplete, never a second ActivationStarted",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* tempDir
+        const fake = yield* fakeControlPlane()
+        yield* Effect.gen(function*() {
+          yield* dispatch(60)
+          const events = yield* eventsReceived(fake.requests, 4)
+          expect(events.map((e) => `${e.kind}#${e.seq}`)).toStrictEqual([
+            "DispatchAck#1",
+            "ActivationStarted#2",
+            "ActivationFailed#3",
+            "RollbackComplete#4"
+          ])
+          expect(events[2]).toMatchObject({ exitCode: 7, stderrTail: "switch failed at phase systemd-run-fire" })
+          expect(events[3]).toMatchObject({ revertedToClosure: PRIOR, exitCode: 0 })
+          yield* liveSleep(200)
+          expect(fake.requests()).toHaveLength(4)
+        }).pipe(
+          Effect.provide(runtime(dir, fake.url, {
+            activate: () =>
+              Effect.fail(new SwitchFailed({ phase: "systemd-run-fire", subprocessExitCode: 7, detail: "" }))
+          }, {}))
+        )
+      }),
+    20_000
+  )
+
+  it.scopedLive(
+    "an embedding program runs the agent from an in-memory config provider and stops it with no fiber left",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* tempDir
+        const fake = yield* fakeControlPlane()
+        const supervisor = yield* Supervisor.track
+        const scope = yield* Scope.make()
+        const provider = ConfigProvider.fromMap(
+          new Map([
+            ["NIXFLEET_AGENT_MACHINE_ID", "web-01"],
+            ["NIXFLEET_AGENT_STATE_DIR", dir],
+            ["NIXFLEET_AGENT_CP_URL", fake.url],
+            ["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", "1"]
+          ])
+        )
+        const layer = AgentRuntime.layer().pipe(
+          Layer.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici, ActivationPipeline.scripted())),
+          Layer.provide(Layer.setConfigProvider(provider))
+        )
+        const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.supervised(supervisor))
+        const reducer = yield* Effect.provide(Reducer, context)
+        yield* Effect.provide(dispatch(0), context)
+        yield* reducer.records.changes.pipe(
+          Stream.filter((records) => records.get(ROLLOUT)?.state === "Converged"),
+          Stream.runHead,
+          Effect.timeout("15 seconds")
+        )
+        yield* eventsReceived(fake.requests, 4)
+        expect(yield* supervisor.value.pipe(Effect.map((fibers) => fibers.length))).toBeGreaterThan(0)
+        yield* Effect.flatMap(AgentRuntime, (rt) => rt.shutdown).pipe(Effect.provide(context))
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* supervisor.value).toStrictEqual([])
+      }),
+    30_000
+  )
+})
