@@ -14,8 +14,12 @@ import type * as Path from "@effect/platform/Path"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import type { ActivationPipeline } from "./ActivationPipeline.js"
 import { ActivationWorker } from "./ActivationWorker.js"
 import { AdvanceTicker } from "./AdvanceTicker.js"
@@ -23,7 +27,7 @@ import { AgentConfig, type AgentConfigShape } from "./AgentConfig.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
 import { OutboundSender } from "./OutboundSender.js"
 import { Outbox, type OutboxError } from "./Outbox.js"
-import { Reducer } from "./Reducer.js"
+import { Reducer, type ReducerService } from "./Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./RuntimeChannels.js"
 import { Shutdown } from "./Shutdown.js"
 
@@ -45,6 +49,8 @@ export interface AgentRuntimeService {
   readonly shutdown: Effect.Effect<void>
   /** Completes once a shutdown was asked for. */
   readonly awaitShutdown: Effect.Effect<void>
+  /** The reducer, to feed it inputs (boot recovery, an embedder's own sources). */
+  readonly reducer: ReducerService
 }
 
 /**
@@ -83,11 +89,54 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     )
     const handle = Layer.effect(
       AgentRuntime,
-      Effect.map(Shutdown, (deferred) => ({
+      Effect.map(Effect.all([Shutdown, Reducer]), ([deferred, reducer]) => ({
         shutdown: Effect.asVoid(Deferred.succeed(deferred, undefined)),
-        awaitShutdown: Deferred.await(deferred)
+        awaitShutdown: Deferred.await(deferred),
+        reducer
       }))
     )
     return Layer.mergeAll(workers, handle).pipe(Layer.provideMerge(core), Layer.provideMerge(config))
   }
 }
+
+/**
+ * The whole stop is bounded by this deadline, under systemd's default `TimeoutStopSec`
+ * (90 s) with room to spare. Durable data never depends on the drain.
+ *
+ * @since 0.1.0
+ */
+export const DRAIN_DEADLINE = Duration.seconds(25)
+
+/**
+ * Builds the runtime, runs it until a shutdown is asked for (`AgentRuntime.shutdown`, which
+ * the CLI calls on SIGTERM and SIGINT), then closes its scope: loops stop taking work, work
+ * in progress is interrupted, finalizers run. If that takes longer than the deadline it
+ * gives up waiting (the caller then exits the process) and says so.
+ *
+ * @since 0.1.0
+ */
+export const runUntilShutdown = <E, R>(
+  layer: Layer.Layer<AgentRuntimeServices, E, R>,
+  options: {
+    readonly drainDeadline?: Duration.DurationInput
+    /** Called once the runtime is up, with its handle (e.g. to install signal handlers). */
+    readonly onStarted?: (runtime: AgentRuntimeService) => Effect.Effect<void>
+  } = {}
+): Effect.Effect<void, E, R> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(layer, scope).pipe(
+      Effect.onError(() => Scope.close(scope, Exit.void))
+    )
+    const runtime = Context.get(context, AgentRuntime)
+    if (options.onStarted !== undefined) yield* options.onStarted(runtime)
+    yield* runtime.awaitShutdown
+    const deadline = options.drainDeadline ?? DRAIN_DEADLINE
+    yield* Effect.logInfo("shutting down")
+    const closed = yield* Effect.timeoutOption(Scope.close(scope, Exit.void), deadline)
+    if (Option.isNone(closed)) {
+      yield* Effect.logWarning(`drain exceeded ${Duration.format(deadline)}; forcing exit`)
+    } else {
+      yield* Effect.logInfo("stopped")
+    }
+  })

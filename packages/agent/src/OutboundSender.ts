@@ -2,11 +2,10 @@
  * The outbound sender fiber: delivers the outbox to `POST /v1/agent/events`, oldest row
  * first, woken by every enqueue (with a periodic safety tick).
  *
- * Answers: 2xx acknowledges and deletes the row. 408, 429, 5xx, transport errors, and the
- * refusals that say "this agent is misconfigured" rather than "this event is bad" (401,
- * 403, 404, 426) are retried with capped exponential backoff: every later event would get
- * the same answer, so dead-lettering them would empty the outbox into the dead letters.
- * Any other 4xx dead-letters the row and delivery goes on with the next one.
+ * Answers: 2xx acknowledges and deletes the row. 408, 429, 5xx and transport errors are
+ * retried with capped exponential backoff. Any other 4xx dead-letters the row (kept and
+ * visible, never retried) and delivery goes on with the next one; 401, 403 and 426 are
+ * also logged as a misconfiguration of the agent (certificate, machine id, protocol).
  *
  * @since 0.1.0
  */
@@ -58,7 +57,6 @@ export type Verdict = "delivered" | "retry" | "dead-letter"
 export const classify = (status: number): Verdict => {
   if (status >= 200 && status < 300) return "delivered"
   if (status === 408 || status === 429 || status >= 500) return "retry"
-  if (status === 401 || status === 403 || status === 404 || status === 426) return "retry"
   if (status >= 400) return "dead-letter"
   return "retry"
 }
@@ -84,6 +82,10 @@ const attempt = (row: OutboxRow) =>
         yield* Metric.increment(Metric.tagged(deliveries, "result", "delivered"))
         return "delivered" as const
       case "dead-letter":
+        if (answer.status === 401 || answer.status === 403 || answer.status === 426) {
+          yield* Effect.logError("the control plane refuses this agent; check its certificate, machine id and URL")
+            .pipe(Effect.annotateLogs("reason", reason))
+        }
         yield* outbox.deadLetter(row.id, answer.status, reason)
         yield* Metric.increment(Metric.tagged(deliveries, "result", "dead_lettered"))
         yield* Effect.logError("the control plane refused an event for good; moved to the dead letters").pipe(
@@ -91,10 +93,6 @@ const attempt = (row: OutboxRow) =>
         )
         return "dead-lettered" as const
       case "retry":
-        if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429) {
-          yield* Effect.logError("the control plane refuses this agent; check its certificate, machine id and URL")
-            .pipe(Effect.annotateLogs("reason", reason))
-        }
         return yield* Effect.fail(new Retry({ reason }))
     }
   })

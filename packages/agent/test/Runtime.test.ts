@@ -5,13 +5,27 @@
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Layer, Scope, Stream, Supervisor, TestClock, TestServices } from "effect"
+import {
+  ConfigProvider,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Scope,
+  Stream,
+  Supervisor,
+  TestClock,
+  TestServices
+} from "effect"
 import { ActivationPipeline, type ActivationPipelineService, SwitchFailed } from "../src/ActivationPipeline.js"
-import { AgentRuntime } from "../src/AgentRuntime.js"
+import { AgentRuntime, type AgentRuntimeService, runUntilShutdown } from "../src/AgentRuntime.js"
 import { Reducer } from "../src/Reducer.js"
 import { ReducerInput } from "../src/ReducerInput.js"
 import { fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 import { manifestSet, PRIOR, ROLLOUT, TARGET, testConfig } from "./support/fixtures.js"
+import { CapturedLogs, captureLogs } from "./support/logs.js"
 
 const liveSleep = (ms: number) => TestServices.provideLive(Effect.sleep(ms))
 
@@ -163,4 +177,46 @@ describe("AgentRuntime", () => {
       }),
     30_000
   )
+})
+
+describe("runUntilShutdown", () => {
+  it.scoped("stops within the drain deadline even when an activation will not let go", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const fake = yield* fakeControlPlane()
+      const started = yield* Deferred.make<AgentRuntimeService>()
+      const stuck = yield* Deferred.make<void>()
+      const layer = runtime(dir, fake.url, {
+        activate: () => Effect.zipRight(Deferred.succeed(stuck, undefined), Effect.uninterruptible(Effect.never))
+      }, {})
+      const run = yield* Effect.fork(
+        runUntilShutdown(layer, { onStarted: (rt) => Deferred.succeed(started, rt) }).pipe(
+          Effect.zipRight(Effect.flatMap(CapturedLogs, (logs) => logs.lines)),
+          Effect.provide(captureLogs)
+        )
+      )
+      const rt = yield* Deferred.await(started)
+      yield* Effect.provide(dispatch(60), Layer.succeed(Reducer, rt.reducer))
+      yield* Deferred.await(stuck)
+      yield* rt.shutdown
+      yield* TestClock.adjust("24 seconds")
+      expect(yield* Fiber.poll(run)).toStrictEqual(Option.none())
+      yield* TestClock.adjust("1 second")
+      const lines = yield* Fiber.join(run)
+      expect(lines.some((line) => line.includes("drain exceeded 25s; forcing exit"))).toBe(true)
+    }), 20_000)
+
+  it.scoped("stops at once when nothing holds it", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const fake = yield* fakeControlPlane()
+      const run = yield* Effect.fork(
+        runUntilShutdown(runtime(dir, fake.url, {}, {}), { onStarted: (rt) => rt.shutdown }).pipe(
+          Effect.zipRight(Effect.flatMap(CapturedLogs, (logs) => logs.lines)),
+          Effect.provide(captureLogs)
+        )
+      )
+      const lines = yield* Fiber.join(run)
+      expect(lines.some((line) => line.includes("stopped"))).toBe(true)
+    }), 20_000)
 })
