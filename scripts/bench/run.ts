@@ -2,13 +2,15 @@
  * Runs the named benchmarks (all when none is named): `npm run bench -- state-machine`,
  * `npm run bench -- outbox-enqueue outbox-drain`.
  */
+import { benchActivation } from "./activation.js"
 import { benchOutboxDrain, benchOutboxEnqueue } from "./outbox.js"
 import { benchStateMachine } from "./state-machine.js"
 
 const benches: Record<string, () => void | Promise<void>> = {
   "state-machine": benchStateMachine,
   "outbox-enqueue": benchOutboxEnqueue,
-  "outbox-drain": benchOutboxDrain
+  "outbox-drain": benchOutboxDrain,
+  activation: benchActivation
 }
 
 const requested = process.argv.slice(2)

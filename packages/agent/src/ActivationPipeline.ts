@@ -91,8 +91,9 @@ export class SwitchFailed extends Data.TaggedError("SwitchFailed")<{
   readonly subprocessExitCode: number | null
   readonly detail: string
 }> {
+  /** A code of 0 is not success here (a collected unit reads as 0): it reports -1. */
   get exitCode(): number {
-    return this.subprocessExitCode ?? -1
+    return this.subprocessExitCode === null || this.subprocessExitCode === 0 ? -1 : this.subprocessExitCode
   }
   override get message(): string {
     return `switch failed at phase ${this.phase}`
@@ -126,8 +127,9 @@ export class RollbackFailed extends Data.TaggedError("RollbackFailed")<{
   readonly subprocessExitCode: number | null
   readonly detail: string
 }> {
+  /** A code of 0 is not success here (a collected unit reads as 0): it reports -1. */
   get exitCode(): number {
-    return this.subprocessExitCode ?? -1
+    return this.subprocessExitCode === null || this.subprocessExitCode === 0 ? -1 : this.subprocessExitCode
   }
   override get message(): string {
     return `rollback failed at phase ${this.phase}`
