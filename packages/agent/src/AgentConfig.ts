@@ -7,6 +7,7 @@
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 
 /**
  * @since 0.1.0
@@ -22,7 +23,25 @@ export interface AgentConfigShape {
   readonly sustainedFailureSecs: number
   /** Probe chatter (non-durable events) kept in the outbox before the oldest is dropped. */
   readonly outboxNonDurableCap: number
+  /** The trust roots (`TrustConfig` JSON); re-read on every verification. */
+  readonly trustFile: string
+  /** How old a signed manifest may be (plus 60 s of clock skew). */
+  readonly manifestFreshnessWindowSecs: number
+  /** Extra CA (PEM) to trust for the control plane's certificate. */
+  readonly caCert: string | null
+  /** Client certificate (PEM) for mTLS. */
+  readonly clientCert: string | null
+  /** Client key: PEM, or the host's OpenSSH ed25519 key. */
+  readonly clientKey: string | null
+  /** The link whose basename is the running closure. */
+  readonly currentSystemPath: string
+  /** Probe declarations (`health-checks.json`); re-read on every probe reset. */
+  readonly healthChecksFile: string
+  /** The host's OpenSSH ed25519 key; its `.pub` verifies compliance evidence. */
+  readonly sshHostKeyFile: string
 }
+
+const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)).pipe(Config.map(Option.getOrNull))
 
 /**
  * The configuration, from `NIXFLEET_AGENT_*` keys of the current `ConfigProvider`.
@@ -40,8 +59,45 @@ export const config: Config.Config<AgentConfigShape> = Config.all({
   outboxNonDurableCap: Config.integer("NIXFLEET_AGENT_OUTBOX_NONDURABLE_CAP").pipe(
     Config.withDefault(10_000),
     Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 })
+  ),
+  trustFile: Config.nonEmptyString("NIXFLEET_AGENT_TRUST_FILE").pipe(
+    Config.withDefault("/etc/nixfleet/agent/trust.json")
+  ),
+  manifestFreshnessWindowSecs: Config.integer("NIXFLEET_AGENT_MANIFEST_FRESHNESS_WINDOW_SECS").pipe(
+    Config.withDefault(3600),
+    Config.validate({ message: "must be a positive number of seconds", validation: (n) => n > 0 })
+  ),
+  caCert: optionalPath("NIXFLEET_AGENT_CA_CERT"),
+  clientCert: optionalPath("NIXFLEET_AGENT_CLIENT_CERT"),
+  clientKey: optionalPath("NIXFLEET_AGENT_CLIENT_KEY"),
+  currentSystemPath: Config.nonEmptyString("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH").pipe(
+    Config.withDefault("/run/current-system")
+  ),
+  healthChecksFile: Config.nonEmptyString("NIXFLEET_AGENT_HEALTH_CHECKS_FILE").pipe(
+    Config.withDefault("/etc/nixfleet/agent/health-checks.json")
+  ),
+  sshHostKeyFile: Config.nonEmptyString("NIXFLEET_AGENT_SSH_HOST_KEY_FILE").pipe(
+    Config.withDefault("/etc/ssh/ssh_host_ed25519_key")
   )
 })
+
+/**
+ * The production defaults of everything but the machine id, state directory and URL.
+ *
+ * @since 0.1.0
+ */
+export const defaults: Omit<AgentConfigShape, "machineId" | "stateDir" | "controlPlaneUrl"> = {
+  sustainedFailureSecs: 120,
+  outboxNonDurableCap: 10_000,
+  trustFile: "/etc/nixfleet/agent/trust.json",
+  manifestFreshnessWindowSecs: 3600,
+  caCert: null,
+  clientCert: null,
+  clientKey: null,
+  currentSystemPath: "/run/current-system",
+  healthChecksFile: "/etc/nixfleet/agent/health-checks.json",
+  sshHostKeyFile: "/etc/ssh/ssh_host_ed25519_key"
+}
 
 /**
  * @since 0.1.0
@@ -49,6 +105,8 @@ export const config: Config.Config<AgentConfigShape> = Config.all({
 export class AgentConfig extends Context.Tag("@nixfleet/agent/AgentConfig")<AgentConfig, AgentConfigShape>() {
   /** Reads the configuration from the current `ConfigProvider`. */
   static readonly layer = Layer.effect(AgentConfig, config)
-  /** A fixed configuration, for embedders and tests. */
-  static readonly make = (shape: AgentConfigShape) => Layer.succeed(AgentConfig, shape)
+  /** A fixed configuration, for embedders and tests; what is not given takes its default. */
+  static readonly make = (
+    shape: Pick<AgentConfigShape, "machineId" | "stateDir" | "controlPlaneUrl"> & Partial<AgentConfigShape>
+  ) => Layer.succeed(AgentConfig, { ...defaults, ...shape })
 }

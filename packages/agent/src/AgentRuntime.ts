@@ -1,7 +1,7 @@
 /**
  * The whole agent runtime as one layer: the reducer, the activation worker, the outbound
- * sender and the advance ticker, forked in the layer's scope and talking over bounded
- * queues. An embedding program merges it into its own layers and stops it by closing the
+ * sender, the long-poll, heartbeat and manifest-poll workers, the probe scheduler and the advance ticker,
+ * forked in the layer's scope (after boot recovery) and talking over bounded queues. An embedding program merges it into its own layers and stops it by closing the
  * scope; the library installs no signal handler and reads configuration only through the
  * current `ConfigProvider`.
  *
@@ -25,8 +25,13 @@ import { ActivationWorker } from "./ActivationWorker.js"
 import { AdvanceTicker } from "./AdvanceTicker.js"
 import { AgentConfig, type AgentConfigShape } from "./AgentConfig.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
+import { BootRecovery, Heartbeat } from "./Heartbeat.js"
+import { Longpoll } from "./Longpoll.js"
+import { ManifestCache } from "./ManifestCache.js"
+import { ManifestPoll } from "./ManifestPoll.js"
 import { OutboundSender } from "./OutboundSender.js"
 import { Outbox, type OutboxError } from "./Outbox.js"
+import { ProbeScheduler } from "./ProbeScheduler.js"
 import { Reducer, type ReducerService } from "./Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./RuntimeChannels.js"
 import { Shutdown } from "./Shutdown.js"
@@ -84,9 +89,21 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     const foundation = Layer.mergeAll(Shutdown.layer, RuntimeChannels.layer(options.capacities ?? defaultCapacities))
     const storage = Outbox.layer
     const core = Reducer.layer.pipe(Layer.provideMerge(storage), Layer.provideMerge(foundation))
-    const workers = Layer.mergeAll(ActivationWorker, AdvanceTicker, OutboundSender).pipe(
-      Layer.provide(ControlPlaneClient.layer)
+    const controlPlane = ManifestCache.layer.pipe(Layer.provideMerge(ControlPlaneClient.layer))
+    // Boot recovery is built first: its snapshots reach the reducer before any worker input.
+    const workers = Layer.mergeAll(
+      ActivationWorker,
+      AdvanceTicker,
+      OutboundSender,
+      Longpoll,
+      Heartbeat,
+      ManifestPoll,
+      ProbeScheduler
     )
+      .pipe(
+        Layer.provide(BootRecovery),
+        Layer.provide(controlPlane)
+      )
     const handle = Layer.effect(
       AgentRuntime,
       Effect.map(Effect.all([Shutdown, Reducer]), ([deferred, reducer]) => ({

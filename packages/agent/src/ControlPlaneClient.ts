@@ -1,16 +1,23 @@
 /**
  * The agent's calls to the control plane, over `@effect/platform`'s `HttpClient` (which
- * the runtime provides: plain, or with the fleet CA and the host's client certificate).
+ * `ControlPlaneHttp` provides with the fleet CA and the host's client certificate). Every
+ * request carries `X-Nixfleet-Protocol: 1`; every answer's body is read up to a cap and
+ * decoded through the proto schemas.
  *
  * @since 0.1.0
  */
 import * as HttpClient from "@effect/platform/HttpClient"
+import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import { DispatchResponse, HeartbeatRequest, HeartbeatResponse } from "@nixfleet/proto"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import { AgentConfig } from "./AgentConfig.js"
 import { readBounded } from "./internal/boundedBody.js"
 
@@ -36,6 +43,48 @@ export class TransportError extends Data.TaggedError("TransportError")<{
 }
 
 /**
+ * The control plane answered with an unexpected status. `retryAfterSecs` is its
+ * `Retry-After` (503 while it is not ready, or under back-pressure).
+ *
+ * @since 0.1.0
+ */
+export class StatusError extends Data.TaggedError("StatusError")<{
+  readonly request: string
+  readonly status: number
+  readonly retryAfterSecs: number | null
+  readonly body: string
+}> {
+  override get message(): string {
+    return `${this.request}: HTTP ${this.status}${this.body === "" ? "" : `: ${this.body}`}`
+  }
+}
+
+/**
+ * The answer's body is not what the protocol says (garbage, too large, wrong shape).
+ *
+ * @since 0.1.0
+ */
+export class BadResponse extends Data.TaggedError("BadResponse")<{
+  readonly request: string
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `${this.request}: ${this.detail}`
+  }
+}
+
+/** @since 0.1.0 */
+export type ControlPlaneError = TransportError | StatusError | BadResponse
+
+/**
+ * The delay a failed call asks for before the next attempt: its `Retry-After`, if any.
+ *
+ * @since 0.1.0
+ */
+export const retryAfter = (error: ControlPlaneError): Duration.Duration | null =>
+  error._tag === "StatusError" && error.retryAfterSecs !== null ? Duration.seconds(error.retryAfterSecs) : null
+
+/**
  * @since 0.1.0
  */
 export interface PostedEvent {
@@ -45,23 +94,57 @@ export interface PostedEvent {
 }
 
 /**
+ * A signed artifact as served: the exact bytes and the raw signature.
+ *
+ * @since 0.1.0
+ */
+export interface SignedBytes {
+  readonly bytes: Uint8Array
+  readonly signature: Uint8Array
+}
+
+/**
  * @since 0.1.0
  */
 export interface ControlPlaneClientService {
   /**
    * `POST /v1/agent/events` with an envelope built from the stored wire JSON of the event
-   * (10 s timeout). Any HTTP answer is a success of this effect; the caller classifies it.
+   * (10 s). Any HTTP answer is a success of this effect; the caller classifies it.
    */
   readonly postEvent: (args: {
     readonly hostname: string
     readonly rolloutId: string
     readonly eventJson: string
   }) => Effect.Effect<PostedEvent, TransportError>
+  /** `POST /v1/agent/heartbeat`; `timeout` is 30 s at boot recovery, 10 s after. */
+  readonly heartbeat: (
+    request: HeartbeatRequest,
+    timeout: Duration.DurationInput
+  ) => Effect.Effect<{ readonly response: HeartbeatResponse; readonly replayFrom: number | null }, ControlPlaneError>
+  /** `GET /v1/agent/dispatch?wait=<secs>` (timeout: wait + 5 s); null when there is no work. */
+  readonly dispatch: (waitSecs: number) => Effect.Effect<DispatchResponse | null, ControlPlaneError>
+  /** `GET /v1/fleet.resolved` and its `/sig` (30 s each). */
+  readonly fleetResolved: Effect.Effect<SignedBytes, ControlPlaneError>
+  /** `GET /v1/rollouts/<id>` and its `/sig` (30 s each); null when the control plane has none (404). */
+  readonly rolloutManifest: (rolloutId: string) => Effect.Effect<SignedBytes | null, ControlPlaneError>
 }
 
 const EVENT_TIMEOUT = Duration.seconds(10)
-/** Enough of a refusal's body to say why; the rest is not read. */
+const ARTIFACT_TIMEOUT = Duration.seconds(30)
+/** Enough of a refusal's body to say why. */
 const REASON_BYTES = 512
+/** The largest JSON answer the agent reads: a fleet of thousands of hosts fits many times over. */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024
+
+const parseRetryAfter = (value: string | undefined): number | null => {
+  if (value === undefined) return null
+  const trimmed = value.trim()
+  if (/^\d+$/.test(trimmed)) return Number(trimmed)
+  const date = Date.parse(trimmed)
+  return Number.isFinite(date) ? Math.max(0, Math.ceil((date - Date.now()) / 1000)) : null
+}
+
+const decodeText = (bytes: Uint8Array) => new TextDecoder("utf-8", { fatal: false }).decode(bytes)
 
 /**
  * @since 0.1.0
@@ -78,15 +161,81 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
       const client = (yield* HttpClient.HttpClient).pipe(
         HttpClient.mapRequest(HttpClientRequest.setHeader("X-Nixfleet-Protocol", PROTOCOL_VERSION))
       )
+
+      /** Runs a request, mapping every failure to the protocol's errors. */
+      const send = <A>(
+        name: string,
+        request: HttpClientRequest.HttpClientRequest,
+        timeout: Duration.DurationInput,
+        onResponse: (
+          response: HttpClientResponse.HttpClientResponse
+        ) => Effect.Effect<A, ControlPlaneError | HttpClientError.ResponseError>
+      ): Effect.Effect<A, ControlPlaneError> =>
+        client.execute(request).pipe(
+          Effect.flatMap(onResponse),
+          Effect.scoped,
+          Effect.timeoutFail({
+            duration: timeout,
+            onTimeout: () =>
+              new TransportError({ request: name, detail: `timed out after ${Duration.format(timeout)}` })
+          }),
+          Effect.catchTags({
+            RequestError: (error) => Effect.fail(new TransportError({ request: name, detail: error.message })),
+            ResponseError: (error) => Effect.fail(new TransportError({ request: name, detail: error.message }))
+          }),
+          Effect.withSpan(`ControlPlaneClient ${name}`)
+        )
+
+      const statusError = (name: string, response: HttpClientResponse.HttpClientResponse) =>
+        Effect.flatMap(
+          Effect.orElseSucceed(
+            readBounded(response, REASON_BYTES),
+            () => ({ bytes: new Uint8Array(), truncated: false })
+          ),
+          ({ bytes }) =>
+            Effect.fail(
+              new StatusError({
+                request: name,
+                status: response.status,
+                retryAfterSecs: parseRetryAfter(response.headers["retry-after"]),
+                body: decodeText(bytes).trim()
+              })
+            )
+        )
+
+      const body = (name: string, response: HttpClientResponse.HttpClientResponse) =>
+        Effect.flatMap(readBounded(response, MAX_BODY_BYTES), ({ bytes, truncated }) =>
+          truncated
+            ? Effect.fail(new BadResponse({ request: name, detail: `body larger than ${MAX_BODY_BYTES} bytes` }))
+            : Effect.succeed(bytes))
+
+      const json = <A, I>(name: string, schema: Schema.Schema<A, I>, bytes: Uint8Array) =>
+        Effect.try({
+          try: (): unknown => JSON.parse(decodeText(bytes)),
+          catch: () => new BadResponse({ request: name, detail: "body is not JSON" })
+        }).pipe(
+          Effect.flatMap((value) =>
+            Schema.decodeUnknown(schema)(value).pipe(
+              Effect.mapError((error) =>
+                new BadResponse({ request: name, detail: ParseResult.TreeFormatter.formatErrorSync(error) })
+              )
+            )
+          )
+        )
+
       const postEvent: ControlPlaneClientService["postEvent"] = (args) => {
         // The stored event is already wire JSON: splice it in rather than parse and re-serialise.
-        const body = `{"hostname":${JSON.stringify(args.hostname)},"rolloutId":${
+        const payload = `{"hostname":${JSON.stringify(args.hostname)},"rolloutId":${
           JSON.stringify(args.rolloutId)
         },"event":${args.eventJson}}`
-        return HttpClientRequest.post(`${base}/v1/agent/events`).pipe(
-          HttpClientRequest.bodyText(body, "application/json"),
-          client.execute,
-          Effect.flatMap((response) =>
+        const name = "POST /v1/agent/events"
+        return send(
+          name,
+          HttpClientRequest.post(`${base}/v1/agent/events`).pipe(
+            HttpClientRequest.bodyText(payload, "application/json")
+          ),
+          EVENT_TIMEOUT,
+          (response) =>
             response.status >= 200 && response.status < 300
               ? Effect.succeed({ status: response.status, body: "" })
               : Effect.map(
@@ -94,23 +243,78 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
                   readBounded(response, REASON_BYTES),
                   () => ({ bytes: new Uint8Array(), truncated: false })
                 ),
-                ({ bytes }) => ({ status: response.status, body: new TextDecoder().decode(bytes) })
+                ({ bytes }) => ({ status: response.status, body: decodeText(bytes) })
               )
-          ),
-          Effect.scoped,
-          Effect.timeoutFail({
-            duration: EVENT_TIMEOUT,
-            onTimeout: () => new TransportError({ request: "POST /v1/agent/events", detail: "timed out after 10 s" })
-          }),
-          Effect.catchTag(
-            "RequestError",
-            "ResponseError",
-            (error) => Effect.fail(new TransportError({ request: "POST /v1/agent/events", detail: error.message }))
-          ),
-          Effect.withSpan("ControlPlaneClient.postEvent", { attributes: { rolloutId: args.rolloutId } })
+        ).pipe(
+          Effect.catchTags({
+            StatusError: (error) => Effect.succeed({ status: error.status, body: error.body }),
+            BadResponse: (error) => Effect.fail(new TransportError({ request: name, detail: error.detail }))
+          })
         )
       }
-      return { postEvent }
+
+      const heartbeat: ControlPlaneClientService["heartbeat"] = (request, timeout) => {
+        const name = "POST /v1/agent/heartbeat"
+        return Effect.flatMap(Schema.encode(HeartbeatRequest)(request).pipe(Effect.orDie), (encoded) =>
+          send(
+            name,
+            HttpClientRequest.post(`${base}/v1/agent/heartbeat`).pipe(HttpClientRequest.bodyUnsafeJson(encoded)),
+            timeout,
+            (response) =>
+              response.status < 200 || response.status >= 300
+                ? statusError(name, response)
+                : Effect.flatMap(body(name, response), (bytes) =>
+                  Effect.map(json(name, HeartbeatResponse, bytes), (decoded) => {
+                    const replay = response.headers["x-nixfleet-replay-from"]
+                    return {
+                      response: decoded,
+                      replayFrom: replay !== undefined && /^\d+$/.test(replay.trim()) ? Number(replay) : null
+                    }
+                  }))
+          ))
+      }
+
+      const dispatch: ControlPlaneClientService["dispatch"] = (waitSecs) => {
+        const name = "GET /v1/agent/dispatch"
+        return send(
+          name,
+          HttpClientRequest.get(`${base}/v1/agent/dispatch`).pipe(
+            HttpClientRequest.setUrlParam("wait", String(waitSecs))
+          ),
+          Duration.seconds(waitSecs + 5),
+          (response) => {
+            if (response.status === 204) return Effect.succeed(null)
+            if (response.status < 200 || response.status >= 300) return statusError(name, response)
+            return Effect.flatMap(body(name, response), (bytes) => {
+              const text = decodeText(bytes).trim()
+              // An empty body or a literal null also means "no work".
+              return text === "" || text === "null" ? Effect.succeed(null) : json(name, DispatchResponse, bytes)
+            })
+          }
+        )
+      }
+
+      const signed = (name: string, path: string) =>
+        Effect.all([
+          send(name, HttpClientRequest.get(`${base}${path}`), ARTIFACT_TIMEOUT, (response) =>
+            response.status === 200 ? body(name, response) : statusError(name, response)),
+          send(`${name}/sig`, HttpClientRequest.get(`${base}${path}/sig`), ARTIFACT_TIMEOUT, (response) =>
+            response.status === 200 ? body(`${name}/sig`, response) : statusError(`${name}/sig`, response))
+        ]).pipe(Effect.map(([bytes, signature]) => ({ bytes, signature })))
+
+      return {
+        postEvent,
+        heartbeat,
+        dispatch,
+        fleetResolved: signed("GET /v1/fleet.resolved", "/v1/fleet.resolved"),
+        rolloutManifest: (rolloutId) =>
+          signed(`GET /v1/rollouts/${rolloutId}`, `/v1/rollouts/${encodeURIComponent(rolloutId)}`).pipe(
+            Effect.catchIf(
+              (error): error is StatusError => error._tag === "StatusError" && error.status === 404,
+              () => Effect.succeed(null)
+            )
+          )
+      }
     })
   )
 }

@@ -14,8 +14,8 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Schedule from "effect/Schedule"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
+import { controlPlaneRetry } from "./internal/retry.js"
 import { Outbox, type OutboxError, type OutboxRow } from "./Outbox.js"
 import { Shutdown } from "./Shutdown.js"
 
@@ -23,15 +23,11 @@ import { Shutdown } from "./Shutdown.js"
 const PAGE = 100
 
 /**
- * Retry delays: 1 s doubling, capped at 60 s, jittered so that a fleet does not retry in
- * step after a control-plane outage.
+ * Retry delays for deliveries (the control-plane policy: 1 s doubling, 60 s cap, jitter).
  *
  * @since 0.1.0
  */
-export const deliveryRetry = Schedule.exponential("1 second").pipe(
-  Schedule.union(Schedule.spaced("60 seconds")),
-  Schedule.jittered
-)
+export const deliveryRetry = controlPlaneRetry
 
 /** Wakes the sender even without an enqueue (e.g. rows left by a previous process). */
 const SAFETY_TICK = "15 seconds"

@@ -29,11 +29,14 @@ import { CapturedLogs, captureLogs } from "./support/logs.js"
 
 const liveSleep = (ms: number) => TestServices.provideLive(Effect.sleep(ms))
 
+const eventPosts = (requests: () => ReadonlyArray<RecordedRequest>) =>
+  requests().filter((r) => r.method === "POST" && r.url === "/v1/agent/events")
+
 /** Waits, in real time, until the fake control plane has received `n` events. */
 const eventsReceived = (requests: () => ReadonlyArray<RecordedRequest>, n: number) =>
   Effect.gen(function*() {
-    for (let i = 0; i < 1000 && requests().length < n; i++) yield* liveSleep(10)
-    return requests().map((r) => JSON.parse(r.body).event as { kind: string; seq: number })
+    for (let i = 0; i < 1000 && eventPosts(requests).length < n; i++) yield* liveSleep(10)
+    return eventPosts(requests).map((r) => JSON.parse(r.body).event as { kind: string; seq: number })
   })
 
 const dispatch = (soakSecs: number) =>
@@ -79,21 +82,23 @@ describe("AgentRuntime", () => {
         const fake = yield* fakeControlPlane()
         yield* Effect.gen(function*() {
           yield* dispatch(60)
-          const first = yield* eventsReceived(fake.requests, 3)
+          // The probe scheduler declares the (here empty) probe topology after the activation.
+          const first = yield* eventsReceived(fake.requests, 4)
           expect(first.map((e) => `${e.kind}#${e.seq}`)).toStrictEqual([
             "DispatchAck#1",
             "ActivationStarted#2",
-            "ActivationCompleted#3"
+            "ActivationCompleted#3",
+            "ProbeTopologyDeclared#4"
           ])
           yield* TestClock.adjust("59 seconds")
-          expect(fake.requests()).toHaveLength(3)
+          expect(eventPosts(fake.requests)).toHaveLength(4)
           yield* TestClock.adjust("6 seconds")
-          const all = yield* eventsReceived(fake.requests, 4)
-          expect(all[3]).toStrictEqual({
+          const all = yield* eventsReceived(fake.requests, 5)
+          expect(all[4]).toStrictEqual({
             kind: "Converged",
             convergedAt: "1970-01-01T00:01:00Z",
             currentClosure: TARGET,
-            seq: 4
+            seq: 5
           })
           expect(Object.keys(all[0]!)).toStrictEqual(["kind", "currentClosureAtDispatch", "receivedAt", "seq"])
           expect(Object.keys(all[2]!)).toStrictEqual([
@@ -130,7 +135,7 @@ describe("AgentRuntime", () => {
           expect(events[2]).toMatchObject({ exitCode: 7, stderrTail: "switch failed at phase systemd-run-fire" })
           expect(events[3]).toMatchObject({ revertedToClosure: PRIOR, exitCode: 0 })
           yield* liveSleep(200)
-          expect(fake.requests()).toHaveLength(4)
+          expect(eventPosts(fake.requests)).toHaveLength(4)
         }).pipe(
           Effect.provide(runtime(dir, fake.url, {
             activate: () =>

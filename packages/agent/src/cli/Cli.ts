@@ -12,13 +12,14 @@ import { VERSION } from "../version.js"
 import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { activateCommand, rollbackCommand } from "./PipelineCommands.js"
+import { runCommand } from "./RunCommand.js"
 
 /**
  * @since 0.1.0
  */
 export const rootCommand = Command.make("nixfleet-agent").pipe(
   Command.withDescription("the nixfleet host agent"),
-  Command.withSubcommands([activateCommand, rollbackCommand])
+  Command.withSubcommands([runCommand, activateCommand, rollbackCommand])
 )
 
 const cli = Command.run(rootCommand, { name: "nixfleet-agent", version: VERSION })

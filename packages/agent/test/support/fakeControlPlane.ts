@@ -15,7 +15,8 @@ export interface RecordedRequest {
 
 export interface Answer {
   readonly status: number
-  readonly body?: string
+  readonly body?: string | Uint8Array
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 export interface FakeControlPlane {
@@ -44,8 +45,10 @@ export const fakeControlPlane = (
           }
           requests.push(request)
           const answer = current(request, requests.length - 1)
-          res.writeHead(answer.status, { "content-type": "application/json" })
-          res.end(answer.body ?? "")
+          res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers })
+          res.end(
+            typeof answer.body === "string" || answer.body === undefined ? answer.body ?? "" : Buffer.from(answer.body)
+          )
         })
       })
       server.listen(0, "127.0.0.1", () => {

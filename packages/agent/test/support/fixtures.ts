@@ -20,6 +20,14 @@ export const testConfig = (overrides: Partial<AgentConfigShape> = {}): AgentConf
   controlPlaneUrl: "http://127.0.0.1:9",
   sustainedFailureSecs: 120,
   outboxNonDurableCap: 1000,
+  trustFile: "/nonexistent/trust.json",
+  manifestFreshnessWindowSecs: 3600,
+  caCert: null,
+  clientCert: null,
+  clientKey: null,
+  currentSystemPath: "/nonexistent/current-system",
+  healthChecksFile: "/nonexistent/health-checks.json",
+  sshHostKeyFile: "/nonexistent/ssh_host_ed25519_key",
   ...overrides
 })
 

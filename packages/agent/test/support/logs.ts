@@ -1,6 +1,6 @@
-import { Effect, Layer, Logger } from "effect"
+import { Effect, HashMap, Layer, Logger } from "effect"
 
-/** Collects the text of every log line, for tests that assert on warnings. */
+/** Collects every log line (level, message and annotations), for tests that assert on logs. */
 export class CapturedLogs extends Effect.Tag("test/CapturedLogs")<CapturedLogs, {
   readonly lines: Effect.Effect<ReadonlyArray<string>>
 }>() {}
@@ -11,8 +11,10 @@ export const captureLogs = Layer.unwrapEffect(
     return Layer.merge(
       Logger.replace(
         Logger.defaultLogger,
-        Logger.make(({ logLevel, message }) => {
-          lines.push(`${logLevel.label} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+        Logger.make(({ annotations, logLevel, message }) => {
+          const text = Array.isArray(message) ? message.join(" ") : String(message)
+          const fields = [...HashMap.toEntries(annotations)].map(([key, value]) => `${key}=${String(value)}`).join(" ")
+          lines.push(`${logLevel.label} ${text}${fields === "" ? "" : ` ${fields}`}`)
         })
       ),
       Layer.succeed(CapturedLogs, { lines: Effect.sync(() => [...lines]) })

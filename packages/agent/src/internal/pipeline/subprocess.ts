@@ -52,8 +52,9 @@ const tail = (stream: Stream.Stream<Uint8Array, PlatformError>, max: number) =>
 const decode = (bytes: Uint8Array) => new TextDecoder("utf-8", { fatal: false }).decode(bytes)
 
 /**
- * Runs `argv` to completion within `timeout`. Environment and working directory are the
- * agent's, plus `env`. On timeout the child's process group gets SIGTERM, then SIGKILL.
+ * Runs `argv` to completion within `timeout`, stdin empty. Environment and working
+ * directory are the agent's, plus `env`. On timeout the child's process group gets
+ * SIGTERM, then SIGKILL.
  *
  * @internal
  */
@@ -71,6 +72,8 @@ export const run = (
       const max = options.captureBytes ?? DEFAULT_CAPTURE
       const process = yield* Command.make(command, ...args).pipe(
         Command.env(options.env ?? {}),
+        // Empty stdin: a child that reads it gets end-of-file at once instead of waiting.
+        Command.stdin(Stream.empty),
         Command.start,
         Effect.mapError((error) => new SpawnFailed({ argv: display(argv), detail: error.message }))
       )
@@ -88,10 +91,9 @@ export const run = (
         })
       )
       if (Option.isNone(exitCode)) {
-        yield* process.kill("SIGTERM").pipe(
-          Effect.timeout(KILL_GRACE),
-          Effect.catchAll(() => Effect.ignore(process.kill("SIGKILL")))
-        )
+        yield* Effect.ignore(Effect.timeout(process.kill("SIGTERM"), KILL_GRACE))
+        // Whatever is left of the group (a grandchild that ignored SIGTERM) goes too.
+        yield* Effect.ignore(Effect.timeout(process.kill("SIGKILL"), KILL_GRACE))
         return yield* new TimedOut({ argv: display(argv), after: Duration.decode(options.timeout) })
       }
       // A grandchild may keep the pipes open after the child exits: do not wait for it long.

@@ -1,0 +1,200 @@
+/**
+ * `nixfleet-agent run`: the daemon systemd starts. Flags keep the reference agent's names
+ * and environment variables, so an existing NixOS configuration works unchanged.
+ *
+ * @since 0.1.0
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { TrustConfig } from "@nixfleet/proto"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import * as Fs from "node:fs/promises"
+import { ActivationPipelineLive } from "../ActivationPipelineLive.js"
+import { AgentConfig } from "../AgentConfig.js"
+import { AgentRuntime, runUntilShutdown } from "../AgentRuntime.js"
+import { ControlPlaneHttp } from "../ControlPlaneHttp.js"
+import { PipelineConfig } from "../PipelineConfig.js"
+import { ExitStatus } from "./ExitStatus.js"
+import { loggerLayer } from "./Logging.js"
+import { type PipelineOptions, pipelineOptions } from "./PipelineOptions.js"
+
+/**
+ * Exit statuses of `run`: 0 stopped on request; 78 (EX_CONFIG) a configuration that
+ * cannot work (unreadable trust file, certificate or key); 1 anything else. Bad flags exit
+ * 64 before anything starts.
+ *
+ * @since 0.1.0
+ */
+export const EXIT_CONFIG = 78
+
+const text = (name: string, env: string) => Options.text(name).pipe(Options.withFallbackConfig(Config.string(env)))
+const optionalText = (name: string, env: string) => text(name, env).pipe(Options.optional)
+
+const runOptions = {
+  controlPlaneUrl: text("control-plane-url", "NIXFLEET_AGENT_CP_URL").pipe(
+    Options.withSchema(
+      Schema.String.pipe(
+        Schema.filter((url) => URL.canParse(url), { message: () => "--control-plane-url must be a URL" })
+      )
+    ),
+    Options.withDescription("the control plane, e.g. https://cp.example:8443")
+  ),
+  machineId: text("machine-id", "NIXFLEET_AGENT_MACHINE_ID").pipe(
+    Options.withSchema(Schema.NonEmptyTrimmedString),
+    Options.withDescription("this host's name in the fleet (the machine id of its certificate)")
+  ),
+  trustFile: text("trust-file", "NIXFLEET_AGENT_TRUST_FILE").pipe(
+    Options.withDefault("/etc/nixfleet/agent/trust.json"),
+    Options.withDescription("trust roots for signed artifacts")
+  ),
+  caCert: optionalText("ca-cert", "NIXFLEET_AGENT_CA_CERT").pipe(
+    Options.withDescription("extra CA for the control plane")
+  ),
+  clientCert: optionalText("client-cert", "NIXFLEET_AGENT_CLIENT_CERT").pipe(
+    Options.withDescription("mTLS certificate")
+  ),
+  clientKey: optionalText("client-key", "NIXFLEET_AGENT_CLIENT_KEY").pipe(
+    Options.withDescription("mTLS key: PEM, or the host's OpenSSH ed25519 key")
+  ),
+  manifestFreshnessWindowSecs: Options.integer("manifest-freshness-window-secs").pipe(
+    Options.withFallbackConfig(Config.integer("NIXFLEET_AGENT_MANIFEST_FRESHNESS_WINDOW_SECS")),
+    Options.withDefault(3600),
+    Options.withSchema(
+      Schema.Int.pipe(Schema.positive({ message: () => "--manifest-freshness-window-secs must be positive" }))
+    ),
+    Options.withDescription("how old a signed manifest may be (plus 60 s of clock skew)")
+  ),
+  bootstrapTokenFile: optionalText("bootstrap-token-file", "NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE").pipe(
+    Options.withDescription("first-boot enrollment token")
+  ),
+  sshHostKeyFile: text("ssh-host-key-file", "NIXFLEET_AGENT_SSH_HOST_KEY_FILE").pipe(
+    Options.withDefault("/etc/ssh/ssh_host_ed25519_key"),
+    Options.withDescription("the host's OpenSSH ed25519 key (identity, evidence signatures)")
+  ),
+  renewalThresholdFraction: Options.float("renewal-threshold-fraction").pipe(
+    Options.withFallbackConfig(Config.number("NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION")),
+    Options.withSchema(
+      Schema.Number.pipe(
+        Schema.filter((x) => x > 0 && x < 1, {
+          message: () => "--renewal-threshold-fraction must be strictly between 0 and 1"
+        })
+      )
+    ),
+    Options.optional,
+    Options.withDescription("renew the certificate when less than this fraction of its validity remains")
+  )
+}
+
+type RunOptions =
+  & { readonly [K in keyof typeof runOptions]: (typeof runOptions)[K] extends Options.Options<infer A> ? A : never }
+  & PipelineOptions
+
+/**
+ * The validated flags as the `ConfigProvider` the runtime reads; the environment stays
+ * behind it for the test gates (`NIXFLEET_AGENT_ACTIVATION_TEST_MODE`, …).
+ *
+ * @since 0.1.0
+ */
+export const runConfigProvider = (options: RunOptions): ConfigProvider.ConfigProvider => {
+  const entries: Array<[string, string]> = [
+    ["NIXFLEET_AGENT_CP_URL", options.controlPlaneUrl],
+    ["NIXFLEET_AGENT_MACHINE_ID", options.machineId],
+    ["NIXFLEET_AGENT_TRUST_FILE", options.trustFile],
+    ["NIXFLEET_AGENT_MANIFEST_FRESHNESS_WINDOW_SECS", String(options.manifestFreshnessWindowSecs)],
+    ["NIXFLEET_AGENT_SSH_HOST_KEY_FILE", options.sshHostKeyFile],
+    ["NIXFLEET_AGENT_STATE_DIR", options.stateDir],
+    ["NIXFLEET_AGENT_CURRENT_SYSTEM_PATH", options.currentSystemPath],
+    ["NIXFLEET_AGENT_SYSTEM_PROFILE", options.systemProfile],
+    ["NIXFLEET_AGENT_SWITCH_METHOD", options.switchMethod],
+    ["NIXFLEET_AGENT_SWITCH_LOCK_PATH", options.switchLockPath],
+    ["NIXFLEET_AGENT_HEALTH_CHECKS_FILE", options.healthChecksFile],
+    ["NIXFLEET_AGENT_SUSTAINED_FAILURE_SECS", String(options.sustainedFailureSecs)],
+    ["NIXFLEET_AGENT_VERIFY_TIMEOUT_SECS", String(options.verifyTimeoutSecs)],
+    ["NIXFLEET_AGENT_REALISE_TIMEOUT_SECS", String(options.realiseTimeoutSecs)],
+    ["NIXFLEET_AGENT_LOG_FORMAT", options.logFormat]
+  ]
+  for (
+    const [key, value] of [
+      ["NIXFLEET_AGENT_CA_CERT", options.caCert],
+      ["NIXFLEET_AGENT_CLIENT_CERT", options.clientCert],
+      ["NIXFLEET_AGENT_CLIENT_KEY", options.clientKey],
+      ["NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE", options.bootstrapTokenFile]
+    ] as const
+  ) {
+    if (Option.isSome(value)) entries.push([key, value.value])
+  }
+  if (Option.isSome(options.renewalThresholdFraction)) {
+    entries.push(["NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION", String(options.renewalThresholdFraction.value)])
+  }
+  return ConfigProvider.fromMap(new Map(entries)).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
+}
+
+/** A startup problem the operator must fix: one line, exit 78. */
+const configurationError = (detail: string) =>
+  Effect.gen(function*() {
+    yield* Effect.sync(() => process.stderr.write(`nixfleet-agent: ${detail}\n`))
+    yield* Effect.flatMap(ExitStatus, (status) => Ref.set(status, EXIT_CONFIG))
+  })
+
+/** The trust file must parse at start, as upstream (it is re-read on every verification). */
+const checkTrustFile = (file: string) =>
+  Effect.tryPromise(() => Fs.readFile(file, "utf8")).pipe(
+    Effect.mapError((error) => `cannot read the trust file ${file}: ${String(error.error)}`),
+    Effect.flatMap((text) => Effect.try({ try: (): unknown => JSON.parse(text), catch: () => `${file} is not JSON` })),
+    Effect.flatMap((json) =>
+      Schema.decodeUnknown(TrustConfig)(json).pipe(
+        Effect.mapError((error) =>
+          `${file} is not a trust configuration: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+        )
+      )
+    )
+  )
+
+/**
+ * @since 0.1.0
+ */
+export const runCommand = Command.make(
+  "run",
+  { ...runOptions, ...pipelineOptions },
+  (options) =>
+    Effect.gen(function*() {
+      const trust = yield* Effect.either(checkTrustFile(options.trustFile))
+      if (trust._tag === "Left") return yield* configurationError(trust.left.replace(/\s+/g, " "))
+      const runtime = AgentRuntime.layer().pipe(
+        Layer.provide(Layer.mergeAll(
+          ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer)),
+          ControlPlaneHttp.pipe(Layer.provide(AgentConfig.layer))
+        )),
+        Layer.provide(NodeContext.layer)
+      )
+      const exit = yield* Effect.exit(
+        runUntilShutdown(runtime, {
+          onStarted: (handle) =>
+            Effect.sync(() => {
+              for (const signal of ["SIGTERM", "SIGINT"] as const) {
+                process.once(signal, () => Effect.runFork(handle.shutdown))
+              }
+            })
+        })
+      )
+      if (exit._tag === "Failure") {
+        const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+        if (failure !== undefined) return yield* configurationError(String(failure.message).replace(/\s+/g, " "))
+        yield* Effect.logError("the agent stopped on an unexpected error").pipe(
+          Effect.annotateLogs("cause", String(exit.cause))
+        )
+        yield* Effect.flatMap(ExitStatus, (status) => Ref.set(status, 1))
+      }
+    }).pipe(
+      Effect.withConfigProvider(runConfigProvider(options)),
+      Effect.provide(loggerLayer(options.logFormat))
+    )
+).pipe(Command.withDescription("the agent daemon (what systemd starts)"))
