@@ -426,3 +426,76 @@ const freePort = Effect.async<number>((resume) => {
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+describe("health probes, end to end", () => {
+  const probesFile = (dir: string, probes: Record<string, unknown>) => {
+    const file = Path.join(dir, "health-checks.json")
+    Fs.writeFileSync(file, JSON.stringify(probes))
+    return file
+  }
+
+  it.scopedLive(
+    "a failing enforce probe leads to Failed, RollbackComplete and a quarantined closure",
+    () =>
+      Effect.gen(function*() {
+        const cp = yield* controlPlane()
+        const dir = yield* stateDirectory
+        linkCurrentSystem(dir)
+        const healthChecksFile = probesFile(dir, {
+          web: { kind: "exec", mode: "enforce", command: ["false"], intervalSeconds: 5 }
+        })
+        const { rolloutId } = yield* cp.publishRollout({
+          channel: "stable",
+          hosts: [{ hostname: HOST, targetClosure: TARGET }],
+          soakMinutes: 5,
+          onHealthFailure: "rollback-and-halt"
+        })
+        yield* startAgent({
+          machineId: HOST,
+          stateDir: dir,
+          controlPlaneUrl: cp.url,
+          trustFile: cp.trustFile,
+          healthChecksFile,
+          sustainedFailureSecs: 2
+        })
+        yield* eventually("Reverted", Effect.map(stateOf(cp, rolloutId), (s) => s === "Reverted"), 45_000)
+        expect(yield* cp.quarantined).toStrictEqual([{ channel: "stable", closure: TARGET }])
+        const sent = (yield* envelopes(cp)).map((e) => e.event)
+        const failed = sent.find((e) => e.kind === "Failed")
+        expect(failed).toMatchObject({ failingProbes: ["web"], policyApplied: "rollback-and-halt" })
+        expect(sent.find((e) => e.kind === "RollbackComplete")).toMatchObject({ revertedToClosure: PRIOR })
+        // The rollback never reports an activation start.
+        expect(sent.filter((e) => e.kind === "ActivationStarted")).toHaveLength(1)
+      }),
+    TIMEOUT
+  )
+
+  it.scopedLive("a passing probe converges; an observe-mode failure does not block it", () =>
+    Effect.gen(function*() {
+      const cp = yield* controlPlane()
+      const dir = yield* stateDirectory
+      linkCurrentSystem(dir)
+      const healthChecksFile = probesFile(dir, {
+        web: { kind: "exec", mode: "enforce", command: ["true"], intervalSeconds: 5 },
+        audit: { kind: "exec", mode: "observe", command: ["false"], intervalSeconds: 5 }
+      })
+      const { rolloutId } = yield* cp.publishRollout({
+        channel: "stable",
+        hosts: [{ hostname: HOST, targetClosure: TARGET }],
+        soakMinutes: 0.1
+      })
+      yield* startAgent({
+        machineId: HOST,
+        stateDir: dir,
+        controlPlaneUrl: cp.url,
+        trustFile: cp.trustFile,
+        healthChecksFile,
+        sustainedFailureSecs: 2
+      })
+      yield* eventually("Converged", Effect.map(stateOf(cp, rolloutId), (s) => s === "Converged"), 45_000)
+      const results = (yield* envelopes(cp)).map((e) => e.event).filter((e) => e.kind === "ProbeResult")
+      expect(results.some((e) => e.probeName === "audit" && e.status === "fail" && e.mode === "observe")).toBe(true)
+      expect(results.some((e) => e.probeName === "web" && e.status === "pass")).toBe(true)
+      expect(yield* cp.quarantined).toStrictEqual([])
+    }), TIMEOUT)
+})
