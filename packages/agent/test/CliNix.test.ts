@@ -22,7 +22,7 @@ const REPO = Path.resolve(__dirname, "../../..")
 const TSX = Path.join(REPO, "node_modules/.bin/tsx")
 const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
 
-const flags = (sandbox: NixSandbox) => [
+const flags = (sandbox: NixSandbox, logFormat: "json" | "pretty" = "pretty") => [
   "--current-system-path",
   sandbox.currentSystem,
   "--system-profile",
@@ -36,7 +36,7 @@ const flags = (sandbox: NixSandbox) => [
   "--verify-timeout-secs",
   "30",
   "--log-format",
-  "pretty"
+  logFormat
 ]
 
 const cli = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>) =>
@@ -66,13 +66,18 @@ describeNix("nixfleet-agent activate / rollback against real Nix", () => {
           detail: `switched to ${target}`
         })
         expect(yield* currentClosure(sandbox)).toBe(target)
+        // The logs reach stderr while the command runs (not only when it fails).
+        expect(activated.stderr).toMatch(/activating/)
         // Without --to: the profile's previous generation.
         const rolledBack = yield* cli(["rollback", ...flags(sandbox)], sandbox.env)
         expect(rolledBack.code).toBe(0)
         expect(rolledBack.result).toMatchObject({ outcome: "FiredAndPolled", exitCode: 0, closure: prior })
         expect(yield* currentClosure(sandbox)).toBe(prior)
-        const again = yield* cli(["rollback", "--to", prior, ...flags(sandbox)], sandbox.env)
+        const again = yield* cli(["rollback", "--to", prior, ...flags(sandbox, "json")], sandbox.env)
         expect(again.code).toBe(0)
+        const logLines = again.stderr.trim().split("\n")
+        expect(logLines.length).toBeGreaterThan(0)
+        for (const line of logLines) expect(JSON.parse(line)).toHaveProperty("message")
         expect(again.result).toMatchObject({ outcome: "FiredAndPolled", closure: prior })
       }),
     TIMEOUT

@@ -22,7 +22,16 @@ export const rootCommand = Command.make("nixfleet-agent").pipe(
   Command.withSubcommands([runCommand, activateCommand, rollbackCommand])
 )
 
-const cli = Command.run(rootCommand, { name: "nixfleet-agent", version: VERSION })
+/**
+ * The command line whose handlers write through `console`: only @effect/cli's own output
+ * (argument errors, help) goes through the capturing console of {@link runCli}, so the
+ * commands' logs reach stderr as they happen.
+ */
+const cliWith = (console: Console.Console) =>
+  Command.run(
+    rootCommand.pipe(Command.transformHandler((handler) => Effect.withConsole(handler, console))),
+    { name: "nixfleet-agent", version: VERSION }
+  )
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;]*m/g
@@ -46,15 +55,15 @@ export const runCli = (argv: ReadonlyArray<string>): Effect.Effect<number> =>
       refused.push(args.map(String).join(" "))
     }
     const current = yield* Effect.console
-    const console: Console.Console = {
+    const capturing: Console.Console = {
       ...current,
       error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => capture(...args)),
       unsafe: { ...current.unsafe, error: capture }
     }
-    const exit = yield* cli(argv).pipe(
+    const exit = yield* cliWith(current)(argv).pipe(
       Effect.provideService(ExitStatus, status),
       Effect.provide(NodeContext.layer),
-      Effect.withConsole(console),
+      Effect.withConsole(capturing),
       Effect.exit
     )
     if (exit._tag === "Success") return yield* Ref.get(status)

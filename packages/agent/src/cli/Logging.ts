@@ -12,5 +12,7 @@ import * as Logger from "effect/Logger"
 export const loggerLayer = (format: "json" | "pretty") =>
   Logger.replace(
     Logger.defaultLogger,
-    Logger.withConsoleError(format === "json" ? Logger.jsonLogger : Logger.prettyLoggerDefault)
+    // The pretty logger writes by itself (to stdout unless told otherwise); the JSON one
+    // only formats.
+    format === "json" ? Logger.withConsoleError(Logger.jsonLogger) : Logger.prettyLogger({ stderr: true })
   )
