@@ -3,6 +3,7 @@
  * `npm run bench -- outbox-enqueue outbox-drain`.
  */
 import { benchActivation } from "./activation.js"
+import { benchAgentFigures } from "./agent-figures.js"
 import { benchOutboxDrain, benchOutboxEnqueue } from "./outbox.js"
 import { benchStateMachine } from "./state-machine.js"
 
@@ -10,7 +11,8 @@ const benches: Record<string, () => void | Promise<void>> = {
   "state-machine": benchStateMachine,
   "outbox-enqueue": benchOutboxEnqueue,
   "outbox-drain": benchOutboxDrain,
-  activation: benchActivation
+  activation: benchActivation,
+  "agent-figures": benchAgentFigures
 }
 
 const requested = process.argv.slice(2)
