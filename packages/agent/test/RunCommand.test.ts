@@ -1,0 +1,86 @@
+/**
+ * `nixfleet-agent run` refusing to start, as systemd would see it: a separate process, an
+ * exit status (64 for flags, 78 for a configuration that cannot work) and one line on
+ * stderr, before anything talks to a control plane.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { runProcess } from "../../../scripts/nix/fixtures.js"
+import { stateDirectory } from "./support/agentHarness.js"
+import { makeSigner, writeTrustFile } from "./support/signing.js"
+
+const REPO = Path.resolve(__dirname, "../../..")
+const TSX = Path.join(REPO, "node_modules/.bin/tsx")
+const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
+const TIMEOUT = 120_000
+
+const run = (args: ReadonlyArray<string>) =>
+  runProcess(TSX, ["--conditions=@nixfleet/source", BIN, "run", ...args], { cwd: REPO })
+
+const oneLine = (stderr: string) => stderr.trim().split("\n")
+
+describe("nixfleet-agent run refuses to start", () => {
+  it.scopedLive("bad flags exit 64 with one line", () =>
+    Effect.gen(function*() {
+      const dir = yield* stateDirectory
+      const base = ["--machine-id", "web-01", "--state-dir", dir]
+      for (
+        const args of [
+          base,
+          ["--control-plane-url", "not a url", ...base],
+          ["--control-plane-url", "http://127.0.0.1:1", "--state-dir", dir],
+          ["--control-plane-url", "http://127.0.0.1:1", ...base, "--manifest-freshness-window-secs", "0"],
+          ["--control-plane-url", "http://127.0.0.1:1", ...base, "--renewal-threshold-fraction", "1.5"],
+          ["--control-plane-url", "http://127.0.0.1:1", ...base, "--poll-interval", "5"]
+        ]
+      ) {
+        const done = yield* run(args)
+        expect(done.code, args.join(" ")).toBe(64)
+        expect(oneLine(done.stderr), args.join(" ")).toHaveLength(1)
+        expect(done.stderr, args.join(" ")).toMatch(/^nixfleet-agent: /)
+      }
+    }), TIMEOUT)
+
+  it.scopedLive(
+    "a configuration that cannot work exits 78 with one line naming the problem",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* stateDirectory
+        const trustFile = writeTrustFile(dir, makeSigner())
+        const garbage = Path.join(dir, "garbage.json")
+        Fs.writeFileSync(garbage, "{ not json")
+        const base = ["--machine-id", "web-01", "--state-dir", dir]
+        const cases: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
+          [
+            ["--control-plane-url", "http://127.0.0.1:1", ...base, "--trust-file", Path.join(dir, "absent.json")],
+            /trust/
+          ],
+          [["--control-plane-url", "http://127.0.0.1:1", ...base, "--trust-file", garbage], /garbage\.json/],
+          [["--control-plane-url", "http://cp.example:8080", ...base, "--trust-file", trustFile], /loopback|http/],
+          [
+            [
+              "--control-plane-url",
+              "https://127.0.0.1:1",
+              ...base,
+              "--trust-file",
+              trustFile,
+              "--client-cert",
+              Path.join(dir, "absent.pem"),
+              "--client-key",
+              Path.join(dir, "absent.key")
+            ],
+            /absent/
+          ]
+        ]
+        for (const [args, problem] of cases) {
+          const done = yield* run(args)
+          expect(done.code, args.join(" ")).toBe(78)
+          expect(oneLine(done.stderr), args.join(" ")).toHaveLength(1)
+          expect(done.stderr, args.join(" ")).toMatch(problem)
+        }
+      }),
+    TIMEOUT
+  )
+})
