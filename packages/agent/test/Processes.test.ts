@@ -1,8 +1,8 @@
 /**
  * The agent and the dev control plane as separate processes, as they run on a host: both
- * spawned with tsx from the repository root (each in a process group of its own, killed
- * with the test's scope), driven and observed only through the control plane's operator
- * API and the agent's JSON log lines on stderr.
+ * spawned as `node --import tsx` from the repository root (each in a process group of its
+ * own, killed with the test's scope), driven and observed only through the control
+ * plane's operator API and the agent's JSON log lines on stderr.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema, type Scope } from "effect"
@@ -22,7 +22,6 @@ import { describeNix } from "./nix/describeNix.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
-const TSX = Path.join(REPO, "node_modules/.bin/tsx")
 const AGENT = Path.join(REPO, "packages/agent/src/bin.ts")
 const CONTROL_PLANE = Path.join(REPO, "packages/dev-control-plane/src/main.ts")
 const HOST = "web-01"
@@ -46,7 +45,7 @@ interface Exited {
 
 interface Spawned {
   readonly name: string
-  /** The group leader (tsx), whose pid is the process group id. */
+  /** The node process, leader of its own process group. */
   readonly pid: number
   /** Complete stdout / stderr lines so far. */
   readonly stdout: () => ReadonlyArray<string>
@@ -54,7 +53,7 @@ interface Spawned {
   readonly exited: () => Exited | undefined
   /** Waits for the leader to exit, at most `timeoutMs`; undefined if it did not. */
   readonly awaitExit: (timeoutMs: number) => Effect.Effect<Exited | undefined>
-  /** Signals the whole process group (tsx and the node process it runs). */
+  /** Signals the whole process group (node and anything it spawned). */
   readonly signalGroup: (signal: NodeJS.Signals) => void
   /** Signals the leader only. */
   readonly signal: (signal: NodeJS.Signals) => void
@@ -91,8 +90,10 @@ const environment = (extra: Readonly<Record<string, string>>): Record<string, st
 }
 
 /**
- * Spawns `tsx --conditions=@nixfleet/source <script> ...args` from the repository root in
- * a new process group; the scope's finalizer SIGKILLs the group and waits for the leader.
+ * Spawns `node --import tsx --conditions=@nixfleet/source <script> ...args` from the
+ * repository root in a new process group (tsx as a loader, so signals reach the program
+ * itself, not a wrapper relaying them); the scope's finalizer SIGKILLs the group and waits
+ * for the leader.
  */
 const spawnTsx = (
   name: string,
@@ -102,13 +103,13 @@ const spawnTsx = (
 ): Effect.Effect<Spawned, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(TSX, ["--conditions=@nixfleet/source", script, ...args], {
+      const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@nixfleet/source", script, ...args], {
         cwd: REPO,
         env: environment(env),
         detached: true,
         stdio: ["ignore", "pipe", "pipe"]
       })
-      if (child.pid === undefined) throw new Error(`${name}: cannot spawn ${TSX}`)
+      if (child.pid === undefined) throw new Error(`${name}: cannot spawn ${script}`)
       const pid = child.pid
       const out = lineCollector()
       const err = lineCollector()
@@ -143,7 +144,7 @@ const spawnTsx = (
     }),
     (spawned) =>
       Effect.gen(function*() {
-        // The group may outlive its leader (tsx gone, node still running): always kill it.
+        // The group may outlive its leader (a switch the agent detached): always kill it.
         spawned.signalGroup("SIGKILL")
         yield* spawned.awaitExit(10_000)
       })
@@ -396,7 +397,7 @@ describe("agent and dev control plane as separate processes", () => {
         // Test mode activates nothing: the link is untouched.
         expect(Fs.readlinkSync(host.currentSystemPath)).toBe(`/nix/store/${PRIOR}`)
 
-        // SIGTERM (to tsx, which forwards it): a clean stop, exit 0, within the 25 s drain.
+        // SIGTERM: a clean stop, exit 0, within the 25 s drain.
         agent.signal("SIGTERM")
         expect(yield* agent.awaitExit(30_000), tail(agent.stderr())).toStrictEqual({ code: 0, signal: null })
       }),
@@ -419,7 +420,7 @@ describe("agent and dev control plane as separate processes", () => {
 
         first.signalGroup("SIGKILL")
         expect(yield* first.awaitExit(10_000)).toStrictEqual({ code: null, signal: "SIGKILL" })
-        // tsx and the node process it ran: the whole group is gone.
+        // The agent and anything it ran: the whole group is gone.
         yield* eventually(
           "the killed agent's process group to be gone",
           Effect.sync(() => !groupAlive(first.pid)),

@@ -5,10 +5,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { runProcess } from "../../../scripts/nix/fixtures.js"
-import { stateDirectory } from "./support/agentHarness.js"
+import { eventually, stateDirectory } from "./support/agentHarness.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
@@ -80,6 +81,60 @@ describe("nixfleet-agent run refuses to start", () => {
           expect(oneLine(done.stderr), args.join(" ")).toHaveLength(1)
           expect(done.stderr, args.join(" ")).toMatch(problem)
         }
+      }),
+    TIMEOUT
+  )
+})
+
+describe("nixfleet-agent run stops on request", () => {
+  it.scopedLive(
+    "a repeated SIGTERM does not cut the drain short: exit 0 after `stopped`",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* stateDirectory
+        const trustFile = writeTrustFile(dir, makeSigner())
+        // One process (tsx as a loader, not as a wrapper that relays signals), so the
+        // signals reach the agent itself. Nothing listens on port 1: boot recovery gives up
+        // at once and the workers keep retrying.
+        const child = yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            spawn(process.execPath, [
+              "--import",
+              "tsx",
+              "--conditions=@nixfleet/source",
+              BIN,
+              "run",
+              "--control-plane-url",
+              "http://127.0.0.1:1",
+              "--machine-id",
+              "web-01",
+              "--state-dir",
+              dir,
+              "--trust-file",
+              trustFile,
+              "--log-format",
+              "json"
+            ], { cwd: REPO, stdio: ["ignore", "ignore", "pipe"] })
+          ),
+          (child) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
+        )
+        let stderr = ""
+        child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+          stderr += chunk
+        })
+        const exited = Effect.async<{ code: number | null; signal: NodeJS.Signals | null }>((resume) => {
+          if (child.exitCode !== null || child.signalCode !== null) {
+            resume(Effect.succeed({ code: child.exitCode, signal: child.signalCode }))
+          } else child.once("exit", (code, signal) => resume(Effect.succeed({ code, signal })))
+        })
+        yield* eventually("boot recovery done", Effect.sync(() => stderr.includes("boot recovery done")), 60_000)
+        child.kill("SIGTERM")
+        yield* Effect.sleep("20 millis")
+        child.kill("SIGTERM")
+        child.kill("SIGINT")
+        const exit = yield* exited.pipe(Effect.timeout("40 seconds"))
+        expect(exit, stderr).toStrictEqual({ code: 0, signal: null })
+        expect(stderr).toMatch(/"message":"stopped"/)
       }),
     TIMEOUT
   )

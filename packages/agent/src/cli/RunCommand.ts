@@ -10,7 +10,9 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { TrustConfig } from "@nixfleet/proto"
 import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -159,6 +161,25 @@ const checkTrustFile = (file: string) =>
   )
 
 /**
+ * SIGTERM and SIGINT, listened to from before start-up to the process's exit, as a
+ * Deferred the runtime awaits once it is up. Every repeat is absorbed: a second SIGTERM
+ * (systemd and a supervisor both signalling, an impatient operator) must not kill the
+ * drain half-way, nor the exit that follows it, as Node's default action would once no
+ * listener is left. `run` is the process's only command, so the listeners are not removed.
+ */
+const stopSignals = Effect.gen(function*() {
+  const requested = yield* Deferred.make<void>()
+  yield* Effect.sync(() => {
+    const onSignal = () => {
+      Deferred.unsafeDone(requested, Exit.void)
+    }
+    process.on("SIGTERM", onSignal)
+    process.on("SIGINT", onSignal)
+  })
+  return requested
+})
+
+/**
  * @since 0.1.0
  */
 export const runCommand = Command.make(
@@ -175,14 +196,12 @@ export const runCommand = Command.make(
         )),
         Layer.provide(NodeContext.layer)
       )
+      const stopRequested = yield* stopSignals
+      const scope = yield* Effect.scope
       const exit = yield* Effect.exit(
         runUntilShutdown(runtime, {
           onStarted: (handle) =>
-            Effect.sync(() => {
-              for (const signal of ["SIGTERM", "SIGINT"] as const) {
-                process.once(signal, () => Effect.runFork(handle.shutdown))
-              }
-            })
+            Deferred.await(stopRequested).pipe(Effect.zipRight(handle.shutdown), Effect.forkIn(scope), Effect.asVoid)
         })
       )
       if (exit._tag === "Failure") {
@@ -194,6 +213,7 @@ export const runCommand = Command.make(
         yield* Effect.flatMap(ExitStatus, (status) => Ref.set(status, 1))
       }
     }).pipe(
+      Effect.scoped,
       Effect.withConfigProvider(runConfigProvider(options)),
       Effect.provide(loggerLayer(options.logFormat))
     )
