@@ -1,0 +1,243 @@
+# services.nixfleet-agent: the options NixOS and nix-darwin share, and the configuration
+# that does not depend on the service manager (assertions, /etc files, the CLI on PATH).
+#
+# agentPackage: pkgs -> the default package.
+# switchMethods, defaultSwitchMethod: what the platform's module allows.
+{
+  agentPackage,
+  switchMethods,
+  defaultSwitchMethod,
+}:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption types literalExpression;
+  cfg = config.services.nixfleet-agent;
+  defaults = (import ./agent-args.nix).defaults;
+  json = (pkgs.formats.json { }).type;
+
+  # File locations are strings, not Nix paths: a path would copy the file (a key, a token)
+  # into the world-readable store.
+  file =
+    type: default: description:
+    mkOption { inherit type default description; };
+
+  etcName = lib.removePrefix "/etc/";
+in
+{
+  _file = ./module-options.nix;
+
+  options.services.nixfleet-agent = {
+    enable = lib.mkEnableOption "the nixfleet host agent";
+
+    package = mkOption {
+      type = types.package;
+      default = agentPackage pkgs;
+      defaultText = literalExpression "nixfleet-agent.packages.\${pkgs.stdenv.hostPlatform.system}.default";
+      description = "The nixfleet-agent package.";
+    };
+
+    controlPlaneUrl = mkOption {
+      type = types.str;
+      example = "https://cp.example.org:8443";
+      description = "The control plane (`--control-plane-url`).";
+    };
+
+    machineId = mkOption {
+      type = types.nullOr types.str;
+      default = config.networking.hostName;
+      defaultText = literalExpression "config.networking.hostName";
+      description = "This host's name in the fleet; must equal its certificate's CN (`--machine-id`).";
+    };
+
+    trustFile = file types.str defaults.trustFile ''
+      Trust roots for signed artifacts (`--trust-file`). The agent reads it at start and
+      again on every verification, so a new file takes effect without a restart.
+    '';
+
+    trust = mkOption {
+      type = types.nullOr json;
+      default = null;
+      example = literalExpression ''
+        {
+          schemaVersion = 1;
+          ciReleaseKey.current = { algorithm = "ed25519"; public = "…"; };
+        }
+      '';
+      description = ''
+        The trust configuration (camelCase, as the control plane writes it), rendered to
+        {file}`${defaults.trustFile}`. Null: the file is provided some other way.
+      '';
+    };
+
+    manifestFreshnessWindowSecs = mkOption {
+      type = types.ints.positive;
+      default = defaults.manifestFreshnessWindowSecs;
+      description = "How old a signed manifest may be, plus 60 s of clock skew (`--manifest-freshness-window-secs`).";
+    };
+
+    renewalThresholdFraction = mkOption {
+      type = types.nullOr types.float;
+      default = defaults.renewalThresholdFraction;
+      example = 0.5;
+      description = ''
+        Renew the client certificate when less than this fraction of its validity remains,
+        strictly between 0 and 1 (`--renewal-threshold-fraction`). Null disables renewal.
+      '';
+    };
+
+    tls = {
+      caCert = file (types.nullOr types.str) defaults.tls.caCert "Extra CA for the control plane, trusted alongside the system roots (`--ca-cert`).";
+      clientCert = file (types.nullOr types.str) defaults.tls.clientCert ''
+        The mTLS certificate (`--client-cert`), written by enrollment and renewal. Must be
+        writable and persistent: the bootstrap token is one-shot.
+      '';
+      clientKey = file (types.nullOr types.str) defaults.tls.clientKey ''
+        The mTLS key (`--client-key`): PEM, or the host's OpenSSH ed25519 key (the control
+        plane refuses a CSR whose key is not the host's declared SSH key).
+      '';
+    };
+
+    bootstrapTokenFile = file (types.nullOr types.str) defaults.bootstrapTokenFile "First-boot enrollment token (`--bootstrap-token-file`).";
+
+    stateDir = mkOption {
+      type = types.str;
+      default = defaults.stateDir;
+      description = "Outbox, manifest caches, GC roots and switch logs (`--state-dir`).";
+    };
+
+    sshHostKeyFile = file types.str defaults.sshHostKeyFile "The host's OpenSSH ed25519 key: renewal CSRs, evidence signatures (`--ssh-host-key-file`).";
+
+    healthChecks = mkOption {
+      type = types.attrsOf json;
+      default = { };
+      example = literalExpression ''
+        {
+          nginx = { kind = "http"; mode = "enforce"; url = "http://127.0.0.1/health"; intervalSeconds = 10; };
+        }
+      '';
+      description = ''
+        Probe declarations keyed by probe name, rendered to
+        {file}`${defaults.healthChecksFile}` (`--health-checks-file`) when not empty. The
+        agent reads the file again on every probe reset, so a new declaration needs no
+        restart.
+      '';
+    };
+
+    sustainedFailureSecs = mkOption {
+      type = types.ints.positive;
+      default = defaults.sustainedFailureSecs;
+      description = "How long an enforce probe may fail before the soak fails (`--sustained-failure-secs`).";
+    };
+
+    verifyTimeoutSecs = mkOption {
+      type = types.ints.between 1 359;
+      default = defaults.verifyTimeoutSecs;
+      description = "Verify budget; below the control plane's 360 s confirm deadline (`--verify-timeout-secs`).";
+    };
+
+    realiseTimeoutSecs = mkOption {
+      type = types.ints.positive;
+      default = defaults.realiseTimeoutSecs;
+      description = "Budget for `nix-store --realise` of a target closure (`--realise-timeout-secs`).";
+    };
+
+    switchMethod = mkOption {
+      type = types.enum switchMethods;
+      default = defaultSwitchMethod;
+      description = ''
+        How the switch is fired (`--switch-method`). `direct` starts it as a detached child
+        of the agent: under a service manager that stops the agent's whole process group or
+        cgroup, stopping the agent stops the switch too.
+      '';
+    };
+
+    logFormat = mkOption {
+      type = types.enum [
+        "json"
+        "pretty"
+      ];
+      default = defaults.logFormat;
+      description = "`json`: one object per line (journald, log shippers); `pretty`: for people (`--log-format`).";
+    };
+
+    metrics = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "9464";
+        description = ''
+          Serve Prometheus metrics on `GET /metrics` at `[host:]port`; a bare port listens on
+          127.0.0.1 (`--metrics-listen`). Off when null.
+        '';
+      };
+      textfile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files/nixfleet-agent.prom";
+        description = ''
+          Also write the metrics to this node_exporter textfile every 15 s; its directory must
+          exist (`--metrics-textfile`). Off when null.
+        '';
+      };
+    };
+
+    tags = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Host tags, passed comma-separated in `NIXFLEET_TAGS`.";
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "--current-system-path"
+        "/run/current-system"
+      ];
+      description = "More `run` flags. A flag the options above already pass is refused at evaluation.";
+    };
+
+    environment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      description = "Extra environment variables for the agent.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.machineId != null && cfg.machineId != "";
+        message = "services.nixfleet-agent.machineId must be set (it defaults to networking.hostName).";
+      }
+      {
+        assertion =
+          cfg.renewalThresholdFraction == null
+          || (cfg.renewalThresholdFraction > 0 && cfg.renewalThresholdFraction < 1);
+        message = "services.nixfleet-agent.renewalThresholdFraction must be strictly between 0 and 1.";
+      }
+      {
+        assertion = cfg.trust == null || cfg.trustFile == defaults.trustFile;
+        message = "services.nixfleet-agent.trust is rendered to ${defaults.trustFile}; leave trustFile at that path.";
+      }
+    ];
+
+    environment.etc = lib.mkMerge [
+      (lib.mkIf (cfg.trust != null) {
+        ${etcName defaults.trustFile}.text = builtins.toJSON cfg.trust;
+      })
+      (lib.mkIf (cfg.healthChecks != { }) {
+        ${etcName defaults.healthChecksFile}.text = builtins.toJSON cfg.healthChecks;
+      })
+    ];
+
+    # `nixfleet-agent status` for operators; on darwin also the daemon's stable path.
+    environment.systemPackages = [ cfg.package ];
+  };
+}
