@@ -314,6 +314,8 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
           case "BootstrapHost":
             yield* handleSnapshot(input)
             break
+          case "Ping":
+            return
         }
         yield* flushIntents
         yield* publish

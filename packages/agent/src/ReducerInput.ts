@@ -20,6 +20,8 @@ export type ReducerInput = Data.TaggedEnum<{
   ManifestSetUpdated: { readonly set: ManifestSet }
   /** The control plane's record of one rollout (boot recovery and every heartbeat). */
   BootstrapHost: { readonly snapshot: HostRolloutSnapshot }
+  /** Does nothing: handled in turn, it shows the reducer is alive (the systemd watchdog). */
+  Ping: {}
 }>
 
 /**

@@ -4,9 +4,8 @@
  * signed file:// binary cache. The switch runs with the `direct` method (a detached child
  * whose exit is watched); `systemd-run` and `darwin` cannot run here (see PipelinePhases).
  */
-import { NodeContext } from "@effect/platform-node"
 import { expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import {
@@ -24,42 +23,8 @@ import {
   switchRuns
 } from "../../../scripts/nix/fixtures.js"
 import { ActivationPipeline } from "../src/ActivationPipeline.js"
-import { ActivationPipelineLive } from "../src/ActivationPipelineLive.js"
-import { PipelineConfig } from "../src/PipelineConfig.js"
 import { describeNix } from "./nix/describeNix.js"
-
-/** Runs `effect` with extra environment variables (Nix's configuration), restoring them after. */
-const withEnv = <A, E, R>(env: Readonly<Record<string, string>>, effect: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const previous = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]))
-      Object.assign(process.env, env)
-      return previous
-    }),
-    () => effect,
-    (previous) =>
-      Effect.sync(() => {
-        for (const [key, value] of Object.entries(previous)) {
-          if (value === undefined) delete process.env[key]
-          else process.env[key] = value
-        }
-      })
-  )
-
-const pipeline = (sandbox: NixSandbox, verifyTimeoutSecs = 30) =>
-  ActivationPipelineLive.pipe(
-    Layer.provide(PipelineConfig.make({
-      currentSystemPath: sandbox.currentSystem,
-      systemProfile: sandbox.profile,
-      switchMethod: "direct",
-      switchLockPath: sandbox.lockPath,
-      stateDir: sandbox.stateDir,
-      verifyTimeoutSecs,
-      realiseTimeoutSecs: 120,
-      storeDir: "/nix/store"
-    })),
-    Layer.provide(NodeContext.layer)
-  )
+import { pipeline, withEnv } from "./support/nixPipeline.js"
 
 const activate = (
   sandbox: NixSandbox,

@@ -7,11 +7,11 @@ import { type DevControlPlane, type DevControlPlaneOptions, start } from "@nixfl
 import { Effect } from "effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Path from "node:path"
 import { privateKeyFrom } from "../src/internal/sshKey.js"
 import { eventually, startAgent, stateDirectory } from "./support/agentHarness.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
+import { unusedPort } from "./support/ports.js"
 
 const HOST = "web-01"
 const TIMEOUT = 60_000
@@ -170,7 +170,7 @@ describe("agent + dev control plane, in process", () => {
 
   it.scopedLive("a control plane down at start: the agent keeps retrying and catches up", () =>
     Effect.gen(function*() {
-      const port = yield* freePort
+      const port = yield* unusedPort
       const dir = yield* stateDirectory
       linkCurrentSystem(dir)
       const trustFile = Path.join(dir, "trust.json")
@@ -417,14 +417,6 @@ describe("mTLS", () => {
       yield* Effect.sleep("1 second")
       expect(yield* stateOf(cp, rolloutId)).toBe("Pending")
     }), TIMEOUT)
-})
-
-const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const { port } = server.address() as Net.AddressInfo
-    server.close(() => resume(Effect.succeed(port)))
-  })
 })
 
 describe("health probes, end to end", () => {

@@ -12,6 +12,7 @@ import * as Path from "node:path"
 import { ProbeDeclaration } from "../src/HealthChecks.js"
 import { capReason, failed, MAX_REASON_BYTES } from "../src/probes/reason.js"
 import { runProbe } from "../src/probes/Runner.js"
+import { unusedPort } from "./support/ports.js"
 
 const declare = (fields: Record<string, unknown>) => Schema.decodeUnknownSync(ProbeDeclaration)(fields)
 
@@ -177,14 +178,6 @@ const httpServer = (
       })
   ).pipe(Effect.map(({ hits, port }) => ({ url: `http://127.0.0.1:${port}/health`, port, hits })))
 
-/** A loopback port nobody listens on. */
-const closedPort = Effect.async<number>((resume) => {
-  const server = Net.createServer().listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
 describe("http probe", () => {
   it.scopedLive("200 passes", () =>
     Effect.gen(function*() {
@@ -245,7 +238,7 @@ describe("http probe", () => {
 
   it.live("connection refused fails with the error", () =>
     Effect.gen(function*() {
-      const port = yield* closedPort
+      const port = yield* unusedPort
       const outcome = yield* probe({ kind: "http", mode: "enforce", url: `http://127.0.0.1:${port}/` })
       expect(outcome.status).toBe("fail")
       expect(outcome.failureReason).toMatch(/^http probe: send: .*ECONNREFUSED/)
@@ -305,7 +298,7 @@ describe("tcp probe", () => {
 
   it.live("a closed port fails", () =>
     Effect.gen(function*() {
-      const port = yield* closedPort
+      const port = yield* unusedPort
       const outcome = yield* probe({ kind: "tcp", mode: "enforce", port })
       expect(outcome.failureReason).toMatch(new RegExp(`^tcp probe: connect 127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`))
     }))

@@ -2,10 +2,9 @@
  * Whole rollouts through the dev control plane against real Nix in a sandbox: a healthy
  * one switches and converges; one whose probe fails is switched back for real.
  */
-import { NodeContext } from "@effect/platform-node"
 import { expect, it } from "@effect/vitest"
 import { start } from "@nixfleet/dev-control-plane"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import {
@@ -16,10 +15,9 @@ import {
   type NixSandbox,
   profileClosure
 } from "../../../scripts/nix/fixtures.js"
-import { ActivationPipelineLive } from "../src/ActivationPipelineLive.js"
-import { PipelineConfig } from "../src/PipelineConfig.js"
 import { describeNix } from "./nix/describeNix.js"
 import { eventually, startAgent } from "./support/agentHarness.js"
+import { pipeline } from "./support/nixPipeline.js"
 
 const HOST = "web-01"
 
@@ -38,21 +36,6 @@ const nixEnvironment = (sandbox: NixSandbox) =>
           else process.env[key] = value
         }
       })
-  )
-
-const pipeline = (sandbox: NixSandbox) =>
-  ActivationPipelineLive.pipe(
-    Layer.provide(PipelineConfig.make({
-      currentSystemPath: sandbox.currentSystem,
-      systemProfile: sandbox.profile,
-      switchMethod: "direct",
-      switchLockPath: sandbox.lockPath,
-      stateDir: sandbox.stateDir,
-      verifyTimeoutSecs: 60,
-      realiseTimeoutSecs: 120,
-      storeDir: "/nix/store"
-    })),
-    Layer.provide(NodeContext.layer)
   )
 
 const rollout = (probe: Record<string, unknown>, soakMinutes: number) =>
@@ -79,7 +62,7 @@ const rollout = (probe: Record<string, unknown>, soakMinutes: number) =>
       currentSystemPath: sandbox.currentSystem,
       healthChecksFile,
       sustainedFailureSecs: 2
-    }, { testMode: false, pipeline: pipeline(sandbox) })
+    }, { testMode: false, pipeline: pipeline(sandbox, 60) })
     const state = Effect.map(cp.hostStates, (states) => states.get(`${rolloutId}/${HOST}`)?.state)
     return { cp, prior, sandbox, state, target }
   })

@@ -1,0 +1,90 @@
+/**
+ * The human form of a status report: a few labelled lines and a table of rollouts.
+ *
+ * @since 0.1.0
+ */
+import type { LoggedProblem, StatusReport } from "../StatusReport.js"
+
+const iso = (date: Date | null) => date === null ? "-" : date.toISOString().replace(/\.\d{3}Z$/, "Z")
+
+/**
+ * Columns padded to their widest cell; the last column is not padded.
+ *
+ * @since 0.1.0
+ */
+export const table = (rows: ReadonlyArray<ReadonlyArray<string>>): Array<string> => {
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]?.length ?? 0))) ?? []
+  return rows.map((row) =>
+    row.map((cell, column) => column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)).join("  ")
+      .trimEnd()
+  )
+}
+
+const problem = (entry: LoggedProblem | null) =>
+  entry === null
+    ? "none"
+    : [iso(entry.at), entry.message, entry.rolloutId === null ? "" : `(${entry.rolloutId})`, entry.detail]
+      .filter((part) => part !== "").join(" ")
+
+/**
+ * @since 0.1.0
+ */
+export const renderStatus = (report: StatusReport, notes: ReadonlyArray<string>): string => {
+  const { agent, outbox } = report
+  const state = agent.running
+    ? `running (pid ${agent.pid}, since ${iso(agent.startedAt)})`
+    : "not running"
+  const lines = [
+    `nixfleet-agent ${agent.version}: ${state}`,
+    ...table([
+      ["phase:", agent.phase],
+      ["machine:", report.machineId ?? "-"],
+      ["control plane:", report.controlPlaneUrl ?? "-"],
+      ["current closure:", report.currentClosure ?? "-"],
+      ["state dir:", report.stateDir],
+      [
+        "outbox:",
+        outbox === null
+          ? "none"
+          : `${outbox.depth} pending (${outbox.nonDurable} probe results)` +
+            (outbox.oldestPendingAt === null ? "" : `, oldest from ${iso(outbox.oldestPendingAt)}`) +
+            `, ${outbox.deadLetters} dead letters`
+      ],
+      ["last error:", problem(report.lastError)],
+      ["last warning:", problem(report.lastWarning)]
+    ]),
+    ""
+  ]
+  if (report.rollouts.length === 0) {
+    lines.push("no rollouts")
+  } else {
+    lines.push(...table([
+      ["ROLLOUT", "STATE", "SEQ", "DISPATCHED", "SOAK DUE", "FAILING", "TARGET"],
+      ...report.rollouts.map((r) => [
+        r.rolloutId,
+        r.state,
+        String(r.lastEventSeq),
+        iso(r.dispatchedAt),
+        iso(r.soakDueAt),
+        r.failingProbes.length === 0 ? "-" : r.failingProbes.join(","),
+        r.targetClosure
+      ])
+    ]))
+  }
+  if (outbox !== null && outbox.recentDeadLetters.length > 0) {
+    lines.push("", `dead letters (newest ${outbox.recentDeadLetters.length} of ${outbox.deadLetters}):`)
+    lines.push(...table([
+      ["ROLLOUT", "SEQ", "KIND", "STATUS", "AT", "REASON"],
+      ...outbox.recentDeadLetters.map((d) => [
+        d.rolloutId,
+        String(d.seq),
+        d.kind,
+        d.status === null ? "-" : String(d.status),
+        iso(d.deadAt),
+        d.reason
+      ])
+    ]))
+  }
+  if (notes.length > 0) lines.push("", ...notes.map((note) => `note: ${note}`))
+  return `${lines.join("\n")}\n`
+}
