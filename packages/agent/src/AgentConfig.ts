@@ -39,6 +39,10 @@ export interface AgentConfigShape {
   readonly healthChecksFile: string
   /** The host's OpenSSH ed25519 key; its `.pub` verifies compliance evidence. */
   readonly sshHostKeyFile: string
+  /** First-boot enrollment token: used when `clientCert` does not exist yet. */
+  readonly bootstrapTokenFile: string | null
+  /** Renew the client certificate when less than this fraction of its validity remains; null: never. */
+  readonly renewalThresholdFraction: number | null
 }
 
 const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)).pipe(Config.map(Option.getOrNull))
@@ -78,7 +82,14 @@ export const config: Config.Config<AgentConfigShape> = Config.all({
   ),
   sshHostKeyFile: Config.nonEmptyString("NIXFLEET_AGENT_SSH_HOST_KEY_FILE").pipe(
     Config.withDefault("/etc/ssh/ssh_host_ed25519_key")
-  )
+  ),
+  bootstrapTokenFile: optionalPath("NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE"),
+  // Out of range is a start-up error, not a renewal fiber that silently never renews.
+  renewalThresholdFraction: Config.option(
+    Config.number("NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION").pipe(
+      Config.validate({ message: "must be strictly between 0 and 1", validation: (x) => x > 0 && x < 1 })
+    )
+  ).pipe(Config.map(Option.getOrNull))
 })
 
 /**
@@ -96,7 +107,9 @@ export const defaults: Omit<AgentConfigShape, "machineId" | "stateDir" | "contro
   clientKey: null,
   currentSystemPath: "/run/current-system",
   healthChecksFile: "/etc/nixfleet/agent/health-checks.json",
-  sshHostKeyFile: "/etc/ssh/ssh_host_ed25519_key"
+  sshHostKeyFile: "/etc/ssh/ssh_host_ed25519_key",
+  bootstrapTokenFile: null,
+  renewalThresholdFraction: null
 }
 
 /**

@@ -10,7 +10,15 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
-import { DispatchResponse, HeartbeatRequest, HeartbeatResponse } from "@nixfleet/proto"
+import {
+  DispatchResponse,
+  EnrollRequest,
+  EnrollResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  RenewRequest,
+  RenewResponse
+} from "@nixfleet/proto"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -127,10 +135,15 @@ export interface ControlPlaneClientService {
   readonly fleetResolved: Effect.Effect<SignedBytes, ControlPlaneError>
   /** `GET /v1/rollouts/<id>` and its `/sig` (30 s each); null when the control plane has none (404). */
   readonly rolloutManifest: (rolloutId: string) => Effect.Effect<SignedBytes | null, ControlPlaneError>
+  /** `POST /v1/enroll` (30 s): the bootstrap token and a CSR for the first certificate. */
+  readonly enroll: (request: EnrollRequest) => Effect.Effect<EnrollResponse, ControlPlaneError>
+  /** `POST /v1/agent/renew` (30 s, over mTLS): a CSR for a new certificate. */
+  readonly renew: (request: RenewRequest) => Effect.Effect<RenewResponse, ControlPlaneError>
 }
 
 const EVENT_TIMEOUT = Duration.seconds(10)
 const ARTIFACT_TIMEOUT = Duration.seconds(30)
+const IDENTITY_TIMEOUT = Duration.seconds(30)
 /** Enough of a refusal's body to say why. */
 const REASON_BYTES = 512
 /** The largest JSON answer the agent reads: a fleet of thousands of hosts fits many times over. */
@@ -302,10 +315,31 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
             response.status === 200 ? body(`${name}/sig`, response) : statusError(`${name}/sig`, response))
         ]).pipe(Effect.map(([bytes, signature]) => ({ bytes, signature })))
 
+      /** A JSON request answered 2xx with a JSON document (enroll, renew). */
+      const exchange = <A, I, B, J>(
+        name: string,
+        path: string,
+        requestSchema: Schema.Schema<A, I>,
+        responseSchema: Schema.Schema<B, J>,
+        request: A
+      ) =>
+        Effect.flatMap(Schema.encode(requestSchema)(request).pipe(Effect.orDie), (encoded) =>
+          send(
+            name,
+            HttpClientRequest.post(`${base}${path}`).pipe(HttpClientRequest.bodyUnsafeJson(encoded)),
+            IDENTITY_TIMEOUT,
+            (response) =>
+              response.status < 200 || response.status >= 300
+                ? statusError(name, response)
+                : Effect.flatMap(body(name, response), (bytes) => json(name, responseSchema, bytes))
+          ))
+
       return {
         postEvent,
         heartbeat,
         dispatch,
+        enroll: (request) => exchange("POST /v1/enroll", "/v1/enroll", EnrollRequest, EnrollResponse, request),
+        renew: (request) => exchange("POST /v1/agent/renew", "/v1/agent/renew", RenewRequest, RenewResponse, request),
         fleetResolved: signed("GET /v1/fleet.resolved", "/v1/fleet.resolved"),
         rolloutManifest: (rolloutId) =>
           signed(`GET /v1/rollouts/${rolloutId}`, `/v1/rollouts/${encodeURIComponent(rolloutId)}`).pipe(

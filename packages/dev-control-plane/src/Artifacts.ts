@@ -18,6 +18,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { Buffer } from "node:buffer"
 import { InvalidRollout } from "./DevControlPlaneError.js"
+import type { HostTarget } from "./PublishRollout.js"
 import type { SigningKey } from "./Signing.js"
 
 /**
@@ -38,7 +39,7 @@ export interface SignedDocument {
  */
 export interface ArtifactsInput {
   readonly channel: string
-  readonly hosts: ReadonlyArray<{ readonly hostname: string; readonly targetClosure: string }>
+  readonly hosts: ReadonlyArray<HostTarget>
   readonly onHealthFailure: OnHealthFailure
   readonly soakMinutes: number
   readonly signedAt: Date
@@ -91,7 +92,7 @@ const sign = <A, I>(
 
 /**
  * Builds `fleet.resolved` (one channel named after the publish, whose policy of the same
- * name has one wave per host, hosts with `closureHash = targetClosure` and no pubkey) and
+ * name has one wave per host, hosts with `closureHash = targetClosure` and their `pubkey`, if any) and
  * the manifest `channel@ciCommit` whose `hostSet` follows the waves. Wave soak times are
  * whole minutes on the wire (`u32`), so a fractional soak is rounded up there; the exact
  * deadline travels in the dispatch's `soak_due_at`.
@@ -123,7 +124,7 @@ export const build = (input: ArtifactsInput): Either.Either<RolloutArtifacts, In
       tags: [],
       channel: input.channel,
       closureHash: host.targetClosure,
-      pubkey: null,
+      pubkey: host.pubkey ?? null,
       pin: null
     }])),
     channels: {

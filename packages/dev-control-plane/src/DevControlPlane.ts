@@ -9,7 +9,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { DispatchResponse, formatRfc3339, TrustConfig } from "@nixfleet/proto"
+import { type BootstrapToken, DispatchResponse, formatRfc3339, TrustConfig } from "@nixfleet/proto"
 import { type HostRolloutState, newPending } from "@nixfleet/state-machine"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -20,14 +20,17 @@ import * as Http from "node:http"
 import * as Https from "node:https"
 import type * as Net from "node:net"
 import * as Artifacts from "./Artifacts.js"
+import * as BootstrapTokens from "./BootstrapTokens.js"
 import * as Certificates from "./Certificates.js"
 import { DevControlPlaneError, InvalidRollout } from "./DevControlPlaneError.js"
+import type { Issuer } from "./Enrollment.js"
 import { type Fault, isValidFault, type Route } from "./Faults.js"
+import { parseOpenSshEd25519 } from "./internal/keys.js"
 import * as OperatorApi from "./OperatorApi.js"
 import * as PublishRollout from "./PublishRollout.js"
 import * as Routes from "./Routes.js"
 import * as Signing from "./Signing.js"
-import { compareBytes, ControlPlaneState, type DispatchWire } from "./State.js"
+import { compareBytes, ControlPlaneState, type DispatchWire, type RecordedRequest } from "./State.js"
 
 /**
  * @since 0.1.0
@@ -61,16 +64,35 @@ export interface DevControlPlaneOptions {
 export interface DevControlPlane {
   /** e.g. `http://127.0.0.1:41234` or `https://127.0.0.1:41234`. */
   readonly url: string
-  /** A `trust.json` whose `ciReleaseKey.current` is the generated release key. */
+  /**
+   * A `trust.json` whose `ciReleaseKey.current` is the generated release key and whose
+   * `orgRootKey.current` is the generated key that signs bootstrap tokens.
+   */
   readonly trustFile: string
   /** The CA certificate PEM file with TLS (the agent's `--ca-cert`), else `null`. */
   readonly caFile: string | null
   /**
    * Issues a client certificate (CN `agent-<machineId>.<suffix>`, SAN DNS = CN, EKU
-   * clientAuth, 30 days, signed by the CA) for an ed25519 public key given as SPKI PEM, and
-   * returns its PEM. Dies without TLS or for a key that is not ed25519.
+   * clientAuth, 30 days from `issuedAt`, default now, signed by the CA) for an ed25519
+   * public key given as SPKI PEM, and returns its PEM. An `issuedAt` in the past makes a
+   * certificate that is due for renewal (or expired). Dies without TLS or for a key that
+   * is not ed25519.
    */
-  readonly issueClientCertificate: (machineId: string, publicKeyPem: string) => Effect.Effect<string>
+  readonly issueClientCertificate: (
+    machineId: string,
+    publicKeyPem: string,
+    options?: { readonly issuedAt?: Date }
+  ) => Effect.Effect<string>
+  /**
+   * Mints a bootstrap token for a host and its key (an OpenSSH `ssh-ed25519` public key
+   * line), signed by the org root key of the trust file, and adds its nonce to the
+   * bootstrap-nonces allowlist. `POST /v1/enroll` then enrolls the host once, if the current
+   * `fleet.resolved` declares that key for it (see `PublishRollout` hosts' `pubkey`). Dies
+   * for an invalid request (see {@link BootstrapTokens.MintBootstrapToken}).
+   */
+  readonly mintBootstrapToken: (request: BootstrapTokens.MintBootstrapToken) => Effect.Effect<BootstrapToken>
+  /** The most recent agent-facing requests (up to 1000), oldest first, with their client certificates. */
+  readonly requests: Effect.Effect<ReadonlyArray<RecordedRequest>>
   /**
    * Builds and signs `fleet.resolved` and the channel's rollout manifest (`channel@<fresh
    * 40-hex ciCommit>`), makes them current (the control plane becomes ready), opens a
@@ -153,13 +175,16 @@ export const start = (
       : yield* Effect.as(fs.makeDirectory(options.dir, { recursive: true }), options.dir)
 
     const releaseKey = yield* Signing.generate
+    const orgRootKey = yield* Signing.generate
     const forgeryKey = yield* Signing.generate
     const authority = options.tls === true
       ? yield* Certificates.makeAuthority(WILDCARDS.has(host) ? [] : [host])
       : null
 
     const trustFile = path.join(dir, "trust.json")
-    const trust = yield* Schema.encode(TrustConfig)(Signing.trustConfig(releaseKey, authority?.caPem ?? null))
+    const trust = yield* Schema.encode(TrustConfig)(
+      Signing.trustConfig(releaseKey, orgRootKey, authority?.caPem ?? null)
+    )
     yield* fs.writeFileString(trustFile, `${JSON.stringify(trust, null, 2)}\n`)
     let caFile: string | null = null
     if (authority !== null) {
@@ -202,6 +227,12 @@ export const start = (
           : []
         state.publish({
           fleet: artifacts.fleet,
+          declaredKeys: new Map(
+            hosts.map((target) => [
+              target.hostname,
+              target.pubkey === undefined ? null : parseOpenSshEd25519(target.pubkey) ?? null
+            ])
+          ),
           rollout: {
             rolloutId: artifacts.rolloutId,
             channel: valid.channel,
@@ -227,12 +258,32 @@ export const start = (
         return { rolloutId: artifacts.rolloutId, soakDueAt }
       }))
 
+    const issue: Issuer | null = authority === null ? null : (machineId, publicKeyPem) =>
+      live(
+        Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+          Certificates.issueClientCertificate(authority, {
+            commonName: Certificates.agentCommonName(machineId, cnSuffix),
+            publicKeyPem,
+            now: new Date(millis)
+          }))
+      )
+
+    const mintBootstrapToken = (request: BootstrapTokens.MintBootstrapToken) =>
+      live(Effect.gen(function*() {
+        const minted = yield* BootstrapTokens.mint(orgRootKey, request, new Date(yield* Clock.currentTimeMillis))
+        state.allowNonce(minted.nonce, { hostname: minted.hostname, expiresAt: minted.expiresAt })
+        return minted.token
+      }))
+
     const app = Routes.makeApp({
       state,
+      orgRootKey,
+      issue,
       tls: authority !== null,
       cnSuffix,
       strictProtocol: options.strictProtocol ?? false,
-      operator: (request, requestPath) => OperatorApi.handle({ state, publish }, request, requestPath)
+      operator: (request, requestPath) =>
+        OperatorApi.handle({ state, publish, mintBootstrapToken }, request, requestPath)
     })
     const handler = yield* NodeHttpServer.makeHandler(app)
     const server = authority === null
@@ -250,7 +301,7 @@ export const start = (
     const urlHostname = WILDCARDS.has(host) ? "127.0.0.1" : urlHost(host)
     const url = `${authority === null ? "http" : "https"}://${urlHostname}:${address.port}`
 
-    const issueClientCertificate = (machineId: string, publicKeyPem: string): Effect.Effect<string> => {
+    const issueClientCertificate: DevControlPlane["issueClientCertificate"] = (machineId, publicKeyPem, options) => {
       if (authority === null) return Effect.dieMessage("issueClientCertificate needs a control plane started with tls")
       if (!Certificates.isEd25519PublicKeyPem(publicKeyPem)) {
         return Effect.dieMessage("issueClientCertificate needs an ed25519 public key in SPKI PEM")
@@ -260,7 +311,7 @@ export const start = (
           Certificates.issueClientCertificate(authority, {
             commonName: Certificates.agentCommonName(machineId, cnSuffix),
             publicKeyPem,
-            now: new Date(millis)
+            now: options?.issuedAt ?? new Date(millis)
           }))
       ).pipe(Effect.orDie)
     }
@@ -270,6 +321,8 @@ export const start = (
       trustFile,
       caFile,
       issueClientCertificate,
+      mintBootstrapToken: (request) => Effect.orDie(mintBootstrapToken(request)),
+      requests: Effect.sync(() => state.requests()),
       publishRollout: (rollout) => Effect.orDie(publish(rollout)),
       queueDispatch: (forHost, dispatch) => Effect.sync(() => state.enqueue(forHost, dispatch)),
       hostStates: Effect.sync(() => state.hostStates()),

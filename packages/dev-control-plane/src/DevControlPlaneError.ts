@@ -36,3 +36,18 @@ export class InvalidRollout extends Data.TaggedError("InvalidRollout")<{
     return `invalid rollout: ${this.reason}`
   }
 }
+
+/**
+ * A bootstrap token could not be minted: an empty hostname, a key that is not an OpenSSH
+ * ed25519 public key line, an expiry not after the issue time, a date RFC 3339 cannot
+ * express. The library API turns it into a defect; the operator API answers 422.
+ *
+ * @since 0.1.0
+ */
+export class InvalidTokenRequest extends Data.TaggedError("InvalidTokenRequest")<{
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid bootstrap token request: ${this.reason}`
+  }
+}

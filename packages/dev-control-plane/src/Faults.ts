@@ -11,11 +11,12 @@ import * as Stream from "effect/Stream"
 
 /**
  * The agent-facing routes a fault can be set on. `fleet` covers `/v1/fleet.resolved` and
- * its `/sig`; `rollout` covers `/v1/rollouts/{id}` and its `/sig`.
+ * its `/sig`; `rollout` covers `/v1/rollouts/{id}` and its `/sig`; `enroll` is
+ * `/v1/enroll` and `renew` `/v1/agent/renew`.
  *
  * @since 0.1.0
  */
-export type Route = "heartbeat" | "dispatch" | "events" | "fleet" | "rollout"
+export type Route = "heartbeat" | "dispatch" | "events" | "fleet" | "rollout" | "enroll" | "renew"
 
 /**
  * How a faulted route answers, instead of running its handler (the readiness, protocol and

@@ -8,18 +8,19 @@
  */
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { formatRfc3339 } from "@nixfleet/proto"
+import { type BootstrapToken, formatRfc3339 } from "@nixfleet/proto"
 import { type HostRolloutState, payloadToWire } from "@nixfleet/state-machine"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import type { InvalidRollout } from "./DevControlPlaneError.js"
+import { type MintBootstrapToken, MintBootstrapTokenJson } from "./BootstrapTokens.js"
+import type { InvalidRollout, InvalidTokenRequest } from "./DevControlPlaneError.js"
 import { decodeJsonBody, errorResponse } from "./internal/http.js"
 import { type PublishRollout, PublishRolloutJson } from "./PublishRollout.js"
 import type { ControlPlaneState } from "./State.js"
 
 /**
- * What the operator API needs: the state to show and the publish operation.
+ * What the operator API needs: the state to show, the publish operation and token minting.
  *
  * @since 0.1.0
  */
@@ -28,6 +29,7 @@ export interface OperatorConfig {
   readonly publish: (
     rollout: PublishRollout
   ) => Effect.Effect<{ readonly rolloutId: string; readonly soakDueAt: Date }, InvalidRollout>
+  readonly mintBootstrapToken: (request: MintBootstrapToken) => Effect.Effect<BootstrapToken, InvalidTokenRequest>
 }
 
 /**
@@ -116,6 +118,19 @@ const publish = (config: OperatorConfig, request: HttpServerRequest.HttpServerRe
     })
   )
 
+const mint = (config: OperatorConfig, request: HttpServerRequest.HttpServerRequest) =>
+  decodeJsonBody(request, MintBootstrapTokenJson, { requireContentType: false }).pipe(
+    Effect.flatMap(({ value }) => config.mintBootstrapToken(value)),
+    Effect.map((token) => HttpServerResponse.unsafeJson(token)),
+    Effect.catchTags({
+      Refusal: (refusal) => Effect.succeed(refusal.response),
+      InvalidTokenRequest: (invalid) =>
+        Effect.succeed(errorResponse(422, "invalid bootstrap token request", { detail: invalid.reason }))
+    })
+  )
+
+const requests = (state: ControlPlaneState) => state.requests().map((entry) => ({ ...entry, at: timestamp(entry.at) }))
+
 /**
  * Answers `/v1/operator/*`:
  *
@@ -126,7 +141,13 @@ const publish = (config: OperatorConfig, request: HttpServerRequest.HttpServerRe
  * - `GET /v1/operator/events`: every accepted event body with its duplicate flag;
  * - `GET /v1/operator/quarantine`: the quarantined (channel, closure) pairs;
  * - `GET /v1/operator/log`: the control plane's own audit log (applied and synthesised
- *   events, state transitions, last heartbeat per host).
+ *   events, state transitions, last heartbeat per host);
+ * - `POST /v1/operator/bootstrap-tokens`: mints a bootstrap token (JSON
+ *   `{hostname, pubkey, issuedAt?, expiresAt?}`, `pubkey` an OpenSSH `ssh-ed25519` line,
+ *   dates as RFC 3339) and answers the token file's JSON; 400 for bad JSON, 422 for an
+ *   invalid request;
+ * - `GET /v1/operator/requests`: the most recent agent-facing requests, with their status
+ *   and the client certificate (SHA-256 fingerprint, serial) that authenticated them.
  *
  * 403 for a client that is not on loopback.
  *
@@ -157,6 +178,12 @@ export const handle = (
         return request.method === "POST"
           ? publish(config, request)
           : Effect.succeed(errorResponse(405, "method not allowed"))
+      case "/v1/operator/bootstrap-tokens":
+        return request.method === "POST"
+          ? mint(config, request)
+          : Effect.succeed(errorResponse(405, "method not allowed"))
+      case "/v1/operator/requests":
+        return get(() => requests(config.state))
       default:
         return Effect.succeed(errorResponse(404, "not found"))
     }

@@ -9,6 +9,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { InvalidRollout } from "./DevControlPlaneError.js"
+import { parseOpenSshEd25519 } from "./internal/keys.js"
 
 /**
  * One rollout to publish.
@@ -18,8 +19,12 @@ import { InvalidRollout } from "./DevControlPlaneError.js"
 export interface PublishRollout {
   /** `[a-z0-9_-]+`: the channel, and the policy of the same name in `fleet.resolved`. */
   readonly channel: string
-  /** The hosts of the rollout (distinct hostnames), each with the closure it must run. */
-  readonly hosts: ReadonlyArray<{ readonly hostname: string; readonly targetClosure: string }>
+  /**
+   * The hosts of the rollout (distinct hostnames), each with the closure it must run and,
+   * optionally, its key as an OpenSSH `ssh-ed25519` public key line: `fleet.resolved`
+   * declares it, and enrollment and renewal only certify that key for the host.
+   */
+  readonly hosts: ReadonlyArray<HostTarget>
   /** The channel policy's `onHealthFailure`; default `"rollback-and-halt"`. */
   readonly onHealthFailure?: "halt" | "rollback-and-halt"
   /** Default 0. `soak_due_at` = publish time + this many minutes; fractions work (0.05 = 3 s). */
@@ -32,9 +37,28 @@ export interface PublishRollout {
   readonly dispatch?: boolean
 }
 
-const HostTarget = Schema.Struct({
+/**
+ * One host of a publish.
+ *
+ * @since 0.1.0
+ */
+export interface HostTarget {
+  readonly hostname: string
+  readonly targetClosure: string
+  readonly pubkey?: string
+}
+
+const HostTargetSchema = Schema.Struct({
   hostname: Schema.NonEmptyString,
-  targetClosure: Schema.NonEmptyString
+  targetClosure: Schema.NonEmptyString,
+  pubkey: Schema.optionalWith(
+    Schema.String.pipe(
+      Schema.filter((line) => parseOpenSshEd25519(line) !== undefined, {
+        message: () => "pubkey must be an OpenSSH ssh-ed25519 public key line"
+      })
+    ),
+    { exact: true }
+  )
 })
 
 const distinctHostnames = (hosts: ReadonlyArray<{ readonly hostname: string }>): boolean =>
@@ -42,7 +66,7 @@ const distinctHostnames = (hosts: ReadonlyArray<{ readonly hostname: string }>):
 
 const fields = {
   channel: Schema.String.pipe(Schema.pattern(/^[a-z0-9_-]+$/, { message: () => "channel must match [a-z0-9_-]+" })),
-  hosts: Schema.Array(HostTarget).pipe(
+  hosts: Schema.Array(HostTargetSchema).pipe(
     Schema.filter(distinctHostnames, { message: () => "hostnames must be distinct" })
   ),
   onHealthFailure: Schema.optionalWith(OnHealthFailure, { exact: true }),
@@ -74,7 +98,7 @@ const PublishRolloutValue = Schema.Struct({
  */
 export interface ValidPublish {
   readonly channel: string
-  readonly hosts: ReadonlyArray<{ readonly hostname: string; readonly targetClosure: string }>
+  readonly hosts: ReadonlyArray<HostTarget>
   readonly onHealthFailure: "halt" | "rollback-and-halt"
   readonly soakMinutes: number
   readonly signedAt: Date | null

@@ -17,9 +17,10 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Tls from "node:tls"
 import { machineIdFromCommonName } from "./Certificates.js"
+import * as Enrollment from "./Enrollment.js"
 import { faultResponse, type Route } from "./Faults.js"
 import { decodeJsonBody, errorResponse, type Refusal } from "./internal/http.js"
-import type { ControlPlaneState } from "./State.js"
+import type { RecordedRequest } from "./State.js"
 
 /**
  * The exact body of the readiness gate's 503; the agent's enrollment retry looks for
@@ -67,8 +68,7 @@ export type Identity =
  *
  * @since 0.1.0
  */
-export interface RoutesConfig {
-  readonly state: ControlPlaneState
+export interface RoutesConfig extends Enrollment.EnrollmentConfig {
   readonly tls: boolean
   readonly cnSuffix: string
   readonly strictProtocol: boolean
@@ -129,12 +129,18 @@ const commonNameOf = (certificate: Tls.PeerCertificate): string | null => {
   return Array.isArray(cn) && typeof cn[0] === "string" ? cn[0] : null
 }
 
+/** The client certificate of a TLS connection, when the fleet CA verified it. */
+const verifiedPeer = (request: HttpServerRequest.HttpServerRequest): Tls.PeerCertificate | null => {
+  const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
+  return socket instanceof Tls.TLSSocket && socket.authorized ? socket.getPeerCertificate() : null
+}
+
 /** `null` for a request that must be refused with 401 (TLS without a verified certificate). */
 const identify = (request: HttpServerRequest.HttpServerRequest, config: RoutesConfig): Identity | null => {
   if (config.tls) {
-    const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
-    if (!(socket instanceof Tls.TLSSocket) || !socket.authorized) return null
-    const cn = commonNameOf(socket.getPeerCertificate())
+    const peer = verifiedPeer(request)
+    if (peer === null) return null
+    const cn = commonNameOf(peer)
     return cn === null ? null : { _tag: "Certificate", machineId: machineIdFromCommonName(cn, config.cnSuffix) }
   }
   const declared = request.headers[MACHINE_ID_HEADER]
@@ -234,18 +240,31 @@ type Handler = (
 ) => Effect.Effect<HttpServerResponse.HttpServerResponse, Refusal>
 
 type Match =
-  | { readonly _tag: "Route"; readonly route: Route; readonly handler: Handler }
+  | { readonly _tag: "Route"; readonly route: Route; readonly handler: Handler; readonly anonymous: boolean }
   | { readonly _tag: "MethodNotAllowed" }
   | { readonly _tag: "NotFound" }
 
 const ROLLOUT_PATH = /^\/v1\/rollouts\/([^/]+)(\/sig)?$/
 
-const route = (method: string, expected: string, route: Route, handler: Handler): Match =>
-  method === expected ? { _tag: "Route", route, handler } : { _tag: "MethodNotAllowed" }
+const route = (method: string, expected: string, route: Route, handler: Handler, anonymous = false): Match =>
+  method === expected ? { _tag: "Route", route, handler, anonymous } : { _tag: "MethodNotAllowed" }
 
-/** Every authenticated agent route; anything else under `/v1` is 404 (405 for a wrong method). */
+/** The machine id a renewal is for: only a client identity names one. */
+const renew: Handler = (config, request, _, identity) =>
+  identity._tag === "Anonymous"
+    ? Effect.succeed(errorResponse(401, "renewal needs a client identity"))
+    : Enrollment.renew(config, request, identity.machineId)
+
+/**
+ * Every agent route: enrollment is the one that needs no client identity (the token is the
+ * credential). Anything else under `/v1` is 404 (405 for a wrong method).
+ */
 const match = (method: string, path: string): Match => {
   switch (path) {
+    case "/v1/enroll":
+      return route(method, "POST", "enroll", (config, request) => Enrollment.enroll(config, request), true)
+    case "/v1/agent/renew":
+      return route(method, "POST", "renew", renew)
     case "/v1/agent/heartbeat":
       return route(method, "POST", "heartbeat", (config, request, _, identity) => heartbeat(config, request, identity))
     case "/v1/agent/dispatch":
@@ -285,7 +304,50 @@ export const makeApp = (
     if (path === "/healthz") return HttpServerResponse.text("ok")
     if (path.startsWith("/v1/operator/")) return yield* config.operator(request, path)
     if (path !== "/v1" && !path.startsWith("/v1/")) return errorResponse(404, "not found")
+    const response = yield* agentRoute(config, request, path, query)
+    config.state.recordRequest(yield* recorded(request, path, response.status))
+    return response
+  }).pipe(answerFailures, Effect.interruptible)
 
+/** A refusal becomes its answer; an unexpected failure or defect a logged 500. */
+const answerFailures = <R>(
+  effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Refusal, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
+  effect.pipe(
+    Effect.catchTag("Refusal", (refusal) => Effect.succeed(refusal.response)),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause)
+        : Effect.as(
+          Effect.logWarning("request handler failed", cause),
+          errorResponse(500, "internal error in the dev control plane")
+        )
+    )
+  )
+
+/** The request log's entry for an answered agent-facing request. */
+const recorded = (request: HttpServerRequest.HttpServerRequest, path: string, status: number) =>
+  Effect.map(Clock.currentTimeMillis, (millis): RecordedRequest => {
+    const peer = verifiedPeer(request)
+    return {
+      method: request.method,
+      path,
+      status,
+      clientCertificate: peer === null
+        ? null
+        : { fingerprint256: peer.fingerprint256, serialNumber: peer.serialNumber.toLowerCase() },
+      at: new Date(millis)
+    }
+  })
+
+/** Everything under `/v1` but the operator API. */
+const agentRoute = (
+  config: RoutesConfig,
+  request: HttpServerRequest.HttpServerRequest,
+  path: string,
+  query: URLSearchParams
+): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
+  Effect.gen(function*() {
     if (!config.state.ready) {
       return HttpServerResponse.text(NOT_READY_BODY, {
         status: 503,
@@ -299,20 +361,9 @@ export const makeApp = (
     const matched = match(request.method, path)
     if (matched._tag === "NotFound") return errorResponse(404, "not found")
     if (matched._tag === "MethodNotAllowed") return errorResponse(405, "method not allowed")
-    const identity = identify(request, config)
+    const identity: Identity | null = matched.anonymous ? { _tag: "Anonymous" } : identify(request, config)
     if (identity === null) return errorResponse(401, "a client certificate issued by the fleet CA is required")
     const fault = config.state.faultFor(matched.route)
     if (fault !== undefined) return yield* faultResponse(fault)
     return yield* matched.handler(config, request, query, identity)
-  }).pipe(
-    Effect.catchTag("Refusal", (refusal) => Effect.succeed(refusal.response)),
-    Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.as(
-          Effect.logWarning("request handler failed", cause),
-          errorResponse(500, "internal error in the dev control plane")
-        )
-    ),
-    Effect.interruptible
-  )
+  }).pipe(answerFailures)

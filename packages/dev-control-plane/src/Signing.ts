@@ -1,7 +1,8 @@
 /**
- * The CI release key of the development fleet: an ed25519 key generated at start, whose
- * public half is the `ciReleaseKey.current` of the generated trust file. A second key,
- * never trusted, signs forged manifests.
+ * The keys of the development fleet, ed25519 keys generated at start: the CI release key
+ * (`ciReleaseKey.current` of the generated trust file), which signs artifacts; the org
+ * root key (`orgRootKey.current`), which signs bootstrap tokens; and a key never trusted,
+ * which signs forged manifests.
  *
  * @since 0.1.0
  */
@@ -20,6 +21,8 @@ export interface SigningKey {
   readonly publicBase64: string
   /** The raw 64-byte ed25519 signature of the UTF-8 bytes of `text`. */
   readonly sign: (text: string) => Uint8Array
+  /** Whether `signature` is this key's signature of the UTF-8 bytes of `text`. */
+  readonly verify: (text: string, signature: Uint8Array) => boolean
 }
 
 /**
@@ -33,21 +36,26 @@ export const generate: Effect.Effect<SigningKey> = Effect.sync(() => {
   const jwk = publicKey.export({ format: "jwk" })
   return {
     publicBase64: Buffer.from(jwk.x ?? "", "base64url").toString("base64"),
-    sign: (text) => new Uint8Array(Crypto.sign(null, Buffer.from(text, "utf8"), privateKey))
+    sign: (text) => new Uint8Array(Crypto.sign(null, Buffer.from(text, "utf8"), privateKey)),
+    verify: (text, signature) => Crypto.verify(null, Buffer.from(text, "utf8"), publicKey, signature)
   }
 })
 
 /**
- * The trust file an agent of this fleet is given: the release key as `ciReleaseKey.current`
- * and, with TLS, the fleet CA as `rootCaPem`.
+ * The trust file an agent of this fleet is given: the release key as `ciReleaseKey.current`,
+ * the org root key as `orgRootKey.current` and, with TLS, the fleet CA as `rootCaPem`.
  *
  * @since 0.1.0
  */
-export const trustConfig = (key: SigningKey, caPem: string | null): TrustConfig => ({
+export const trustConfig = (key: SigningKey, orgRootKey: SigningKey, caPem: string | null): TrustConfig => ({
   schemaVersion: 1,
   ciReleaseKey: { current: { algorithm: "ed25519", public: key.publicBase64 }, previous: null, rejectBefore: null },
   cacheKeys: [],
-  orgRootKey: null,
+  orgRootKey: {
+    current: { algorithm: "ed25519", public: orgRootKey.publicBase64 },
+    previous: null,
+    rejectBefore: null
+  },
   rootCaPem: caPem,
   issuanceCaPems: []
 })

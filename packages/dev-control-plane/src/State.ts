@@ -131,6 +131,35 @@ export interface HeartbeatOutcome {
 }
 
 /**
+ * An agent-facing request as the control plane saw it: what it answered, and the client
+ * certificate that authenticated it (only one the fleet CA verified), identified by its
+ * SHA-256 fingerprint (`AB:CD:…`, as Node's `X509Certificate.fingerprint256` writes it)
+ * and serial number (lowercase hex).
+ *
+ * @since 0.1.0
+ */
+export interface RecordedRequest {
+  readonly method: string
+  readonly path: string
+  readonly status: number
+  readonly clientCertificate: { readonly fingerprint256: string; readonly serialNumber: string } | null
+  readonly at: Date
+}
+
+/** The request log keeps the most recent requests only: a dev control plane may run for days. */
+const MAX_RECORDED_REQUESTS = 1000
+
+/**
+ * A nonce of the bootstrap-nonces allowlist: the host it may enroll, until when.
+ *
+ * @since 0.1.0
+ */
+export interface AllowedNonce {
+  readonly hostname: string
+  readonly expiresAt: Date
+}
+
+/**
  * String order as Rust's `Ord` for `String` (UTF-8 bytes), which the real control plane
  * sorts by; JavaScript's `<` compares UTF-16 code units instead.
  *
@@ -180,6 +209,11 @@ export class ControlPlaneState {
   /** Over plain HTTP without identity, the host of the last heartbeat or event stands in. */
   private lastAnonymousHost: string | null = null
   private readonly faults = new Map<Route, Fault>()
+  /** Each host of the current `fleet.resolved` and its declared raw ed25519 key (`null`: none). */
+  private declaredKeys: ReadonlyMap<string, Uint8Array | null> = new Map()
+  private readonly allowedNonces = new Map<string, AllowedNonce>()
+  private readonly usedNonces = new Set<string>()
+  private readonly requestLog: Array<RecordedRequest> = []
 
   /** The readiness gate: open once something was published, unless forced by `setReady`. */
   get ready(): boolean {
@@ -207,18 +241,54 @@ export class ControlPlaneState {
     return this.rollouts.get(rolloutId)
   }
 
+  /** The key `fleet.resolved` declares for `hostname`: `undefined` for a host it does not list. */
+  declaredKey(hostname: string): Uint8Array | null | undefined {
+    return this.declaredKeys.get(hostname)
+  }
+
+  /** Adds a minted token's nonce to the allowlist. */
+  allowNonce(nonce: string, entry: AllowedNonce): void {
+    this.allowedNonces.set(nonce, entry)
+  }
+
+  allowedNonce(nonce: string): AllowedNonce | undefined {
+    return this.allowedNonces.get(nonce)
+  }
+
+  isNonceUsed(nonce: string): boolean {
+    return this.usedNonces.has(nonce)
+  }
+
+  /** Records a nonce as used; `false` when it already was (a concurrent replay). */
+  useNonce(nonce: string): boolean {
+    if (this.usedNonces.has(nonce)) return false
+    this.usedNonces.add(nonce)
+    return true
+  }
+
+  recordRequest(request: RecordedRequest): void {
+    this.requestLog.push(request)
+    if (this.requestLog.length > MAX_RECORDED_REQUESTS) this.requestLog.shift()
+  }
+
+  requests(): ReadonlyArray<RecordedRequest> {
+    return [...this.requestLog]
+  }
+
   /**
-   * Makes a publish current: the fleet is replaced, the rollout is added (earlier ones stay
+   * Makes a publish current: the fleet (and the host keys it declares) is replaced, the rollout is added (earlier ones stay
    * served), its Pending records are opened, and the dispatches are queued for the host
    * each one names.
    */
   publish(args: {
     readonly fleet: SignedDocument
+    readonly declaredKeys: ReadonlyMap<string, Uint8Array | null>
     readonly rollout: PublishedRollout
     readonly records: ReadonlyArray<HostRolloutState>
     readonly dispatches: ReadonlyArray<DispatchWire>
   }): void {
     this.fleet = args.fleet
+    this.declaredKeys = args.declaredKeys
     this.primed = true
     this.rollouts.set(args.rollout.rolloutId, args.rollout)
     for (const record of args.records) this.records.set(recordKey(record.rolloutId, record.hostname), record)

@@ -1,8 +1,8 @@
 /**
  * `@nixfleet/dev-control-plane`: an embedded nixfleet control plane for development and
  * tests. **It is a development tool, not a production control plane**: everything lives in
- * memory, it signs its own artifacts with a key it generates at start, it mints its own
- * CA, and it has no database, no planner, no enrollment and no authentication on its
+ * memory, it signs its own artifacts and bootstrap tokens with keys it generates at start,
+ * it mints its own CA, and it has no database, no planner and no authentication on its
  * operator API beyond "loopback only".
  *
  * What it does implement faithfully is the agent-facing wire of spec/wire-protocol.md, so
@@ -18,11 +18,16 @@
  *   the agent (Remote events), applying the control plane's commands (quarantine, event
  *   log, transitions) and silently dropping what `step()` refuses;
  * - `fleet.resolved` and rollout manifests served as the exact (pretty-printed) bytes that
- *   were signed, with raw 64-byte signatures.
+ *   were signed, with raw 64-byte signatures;
+ * - with TLS, `POST /v1/enroll` (bootstrap token + CSR, the ordered checks of §5.3: 409
+ *   replay, 401 token, 400 CSR, 401 host key) and `POST /v1/agent/renew`, issuing
+ *   certificates with CN `agent-<machineId>.<suffix>` from its CA for the key the published
+ *   `fleet.resolved` declares for the host.
  *
  * Tests drive it through the {@link DevControlPlane} handle (`publishRollout`,
- * `queueDispatch`, `setFault`, `setReady`, ...); other processes and humans use the
- * operator API (`/v1/operator/hosts|rollouts|events|quarantine|log`) or run
+ * `mintBootstrapToken`, `queueDispatch`, `setFault`, `setReady`, `requests`, ...); other
+ * processes and humans use the operator API
+ * (`/v1/operator/hosts|rollouts|events|quarantine|log|bootstrap-tokens|requests`) or run
  * `src/main.ts`, which prints `{"url", "trustFile", "caFile"}` on one line and serves
  * until SIGTERM or SIGINT.
  *
@@ -33,10 +38,11 @@
  *
  * @since 0.1.0
  */
+export { type MintBootstrapToken, MintBootstrapTokenJson } from "./BootstrapTokens.js"
 export { machineIdFromCommonName } from "./Certificates.js"
 export * from "./DevControlPlane.js"
 export * from "./DevControlPlaneError.js"
 export * from "./Faults.js"
 export * from "./PublishRollout.js"
 export { MACHINE_ID_HEADER, NOT_READY_BODY, PROTOCOL_MAJOR } from "./Routes.js"
-export type { DispatchWire } from "./State.js"
+export type { DispatchWire, RecordedRequest } from "./State.js"

@@ -28,6 +28,8 @@ export const testConfig = (overrides: Partial<AgentConfigShape> = {}): AgentConf
   currentSystemPath: "/nonexistent/current-system",
   healthChecksFile: "/nonexistent/health-checks.json",
   sshHostKeyFile: "/nonexistent/ssh_host_ed25519_key",
+  bootstrapTokenFile: null,
+  renewalThresholdFraction: null,
   ...overrides
 })
 
