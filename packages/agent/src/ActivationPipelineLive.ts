@@ -102,7 +102,8 @@ export const make = Effect.gen(function*() {
               phase: "pre-switch-read",
               reason: `pre-switch ${error.path} read failed: ${error.detail}`
             })
-          )
+          ),
+          Effect.withSpan("ActivationPipeline.preSwitchRead")
         )
         // The deferred-reboot check only reads the running system and the new closure: it
         // runs while nix-env writes the profile.

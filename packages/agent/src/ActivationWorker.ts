@@ -12,6 +12,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import {
@@ -21,6 +22,8 @@ import {
   type RollbackError,
   type RolledBack
 } from "./ActivationPipeline.js"
+import { activationResult, rollbackResult } from "./cli/ActivationResult.js"
+import { activationDuration, activations } from "./Metrics.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
@@ -47,6 +50,20 @@ export const SWITCH_METHOD = "switch-to-configuration"
 const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
 const isClosureName = Schema.is(ClosureName)
+
+/** Counts a finished activation or rollback; `startedAt` (ms) also records its duration. */
+const measure = (rollback: boolean, outcome: string, startedAt: number | null) =>
+  Effect.gen(function*() {
+    const kind = rollback ? "rollback" : "activate"
+    yield* Metric.increment(Metric.tagged(Metric.tagged(activations, "kind", kind), "outcome", outcome))
+    if (startedAt !== null) {
+      const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
+      yield* Metric.update(
+        Metric.tagged(Metric.tagged(activationDuration, "kind", kind), "outcome", outcome),
+        seconds
+      )
+    }
+  })
 
 /**
  * The event that reports a forward activation's outcome (spec activation-pipeline §1.8).
@@ -104,6 +121,7 @@ const runIntent = (intent: ActivationIntent) =>
         "NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"
       )
       const at = yield* now
+      yield* measure(intent.rollback, "test_mode", null)
       return yield* send(
         intent.rollback
           ? { _tag: "LocalRollbackCompleted", revertedToClosure: intent.closure, exitCode: 0, completedAt: at, seq: 0 }
@@ -130,8 +148,10 @@ const runIntent = (intent: ActivationIntent) =>
       })
     }
 
+    const startedAt = yield* Clock.currentTimeMillis
     if (!intent.rollback) {
       const exit = yield* Effect.exit(pipeline.activate(intent.closure))
+      yield* measure(false, activationResult(intent.closure, exit).outcome, startedAt)
       const event = activationEvent(exit, yield* now)
       if (event._tag === "LocalActivationFailed") {
         yield* Effect.logError(`activation failed: ${event.stderrTail}`).pipe(
@@ -142,6 +162,7 @@ const runIntent = (intent: ActivationIntent) =>
     }
 
     const exit: Exit.Exit<RolledBack, RollbackError> = yield* Effect.exit(pipeline.rollback(intent.closure))
+    yield* measure(true, rollbackResult(intent.closure, exit).outcome, startedAt)
     if (Exit.isSuccess(exit)) {
       if (exit.value.fallback !== null) {
         yield* Effect.logWarning(`rollback closure missing; used ${exit.value.fallback}`)

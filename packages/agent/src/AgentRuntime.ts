@@ -1,7 +1,7 @@
 /**
  * The whole agent runtime as one layer: the reducer, the activation worker, the outbound
- * sender, the long-poll, heartbeat and manifest-poll workers, the probe scheduler and the advance ticker,
- * forked in the layer's scope (after boot recovery) and talking over bounded queues. An embedding program merges it into its own layers and stops it by closing the
+ * sender, the long-poll, heartbeat and manifest-poll workers, the probe scheduler, the advance ticker
+ * and certificate renewal, forked in the layer's scope (after boot recovery) and talking over bounded queues. An embedding program merges it into its own layers and stops it by closing the
  * scope; the library installs no signal handler and reads configuration only through the
  * current `ConfigProvider`.
  *
@@ -24,17 +24,21 @@ import type { ActivationPipeline } from "./ActivationPipeline.js"
 import { ActivationWorker } from "./ActivationWorker.js"
 import { AdvanceTicker } from "./AdvanceTicker.js"
 import { AgentConfig, type AgentConfigShape } from "./AgentConfig.js"
+import { AgentStatus, type AgentStatusService, markRunning } from "./AgentStatus.js"
+import { CertificateRenewal } from "./CertificateRenewal.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
 import { BootRecovery, Heartbeat } from "./Heartbeat.js"
 import { Longpoll } from "./Longpoll.js"
 import { ManifestCache } from "./ManifestCache.js"
 import { ManifestPoll } from "./ManifestPoll.js"
+import { MetricsExporter, type MetricsExporterError } from "./MetricsExporter.js"
 import { OutboundSender } from "./OutboundSender.js"
 import { Outbox, type OutboxError } from "./Outbox.js"
 import { ProbeScheduler } from "./ProbeScheduler.js"
 import { Reducer, type ReducerService } from "./Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./RuntimeChannels.js"
 import { Shutdown } from "./Shutdown.js"
+import { StatusBoard } from "./StatusBoard.js"
 
 /**
  * @since 0.1.0
@@ -56,6 +60,8 @@ export interface AgentRuntimeService {
   readonly awaitShutdown: Effect.Effect<void>
   /** The reducer, to feed it inputs (boot recovery, an embedder's own sources). */
   readonly reducer: ReducerService
+  /** The agent's report on itself, and its phase line. */
+  readonly status: AgentStatusService
 }
 
 /**
@@ -76,7 +82,15 @@ export type AgentRuntimeRequirements =
  *
  * @since 0.1.0
  */
-export type AgentRuntimeServices = AgentRuntime | Reducer | Outbox | RuntimeChannels | Shutdown | AgentConfig
+export type AgentRuntimeServices =
+  | AgentRuntime
+  | Reducer
+  | Outbox
+  | RuntimeChannels
+  | Shutdown
+  | AgentConfig
+  | StatusBoard
+  | AgentStatus
 
 /**
  * @since 0.1.0
@@ -84,11 +98,19 @@ export type AgentRuntimeServices = AgentRuntime | Reducer | Outbox | RuntimeChan
 export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<AgentRuntime, AgentRuntimeService>() {
   static readonly layer = (
     options: AgentRuntimeOptions = {}
-  ): Layer.Layer<AgentRuntimeServices, OutboxError | ConfigError.ConfigError, AgentRuntimeRequirements> => {
+  ): Layer.Layer<
+    AgentRuntimeServices,
+    OutboxError | ConfigError.ConfigError | MetricsExporterError,
+    AgentRuntimeRequirements
+  > => {
     const config = options.config === undefined ? AgentConfig.layer : AgentConfig.make(options.config)
-    const foundation = Layer.mergeAll(Shutdown.layer, RuntimeChannels.layer(options.capacities ?? defaultCapacities))
+    const foundation = Layer.mergeAll(
+      Shutdown.layer,
+      RuntimeChannels.layer(options.capacities ?? defaultCapacities),
+      StatusBoard.layer
+    )
     const storage = Outbox.layer
-    const core = Reducer.layer.pipe(Layer.provideMerge(storage), Layer.provideMerge(foundation))
+    const core = AgentStatus.layer.pipe(Layer.provideMerge(Reducer.layer), Layer.provideMerge(storage))
     const controlPlane = ManifestCache.layer.pipe(Layer.provideMerge(ControlPlaneClient.layer))
     // Boot recovery is built first: its snapshots reach the reducer before any worker input.
     const workers = Layer.mergeAll(
@@ -98,21 +120,31 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
       Longpoll,
       Heartbeat,
       ManifestPoll,
-      ProbeScheduler
+      ProbeScheduler,
+      MetricsExporter,
+      CertificateRenewal
     )
       .pipe(
         Layer.provide(BootRecovery),
-        Layer.provide(controlPlane)
+        Layer.provide(controlPlane),
+        Layer.tap(() => markRunning)
       )
     const handle = Layer.effect(
       AgentRuntime,
-      Effect.map(Effect.all([Shutdown, Reducer]), ([deferred, reducer]) => ({
+      Effect.map(Effect.all([Shutdown, Reducer, AgentStatus]), ([deferred, reducer, status]) => ({
         shutdown: Effect.asVoid(Deferred.succeed(deferred, undefined)),
         awaitShutdown: Deferred.await(deferred),
-        reducer
+        reducer,
+        status
       }))
     )
-    return Layer.mergeAll(workers, handle).pipe(Layer.provideMerge(core), Layer.provideMerge(config))
+    // The board's logger is installed over everything that forks, so every fiber reports to it.
+    return Layer.mergeAll(workers, handle).pipe(
+      Layer.provideMerge(core),
+      Layer.provide(StatusBoard.logger),
+      Layer.provideMerge(foundation),
+      Layer.provideMerge(config)
+    )
   }
 }
 

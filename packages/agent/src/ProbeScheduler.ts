@@ -13,10 +13,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberMap from "effect/FiberMap"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { AgentConfig } from "./AgentConfig.js"
 import { loadHealthChecks, type ProbeDeclaration } from "./HealthChecks.js"
+import { probeResults } from "./Metrics.js"
 import { runProbe } from "./probes/Runner.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
@@ -60,6 +62,13 @@ const ticker = (rolloutId: string, probe: Declared) =>
       }
       const observedAt = yield* now
       const outcome = yield* runProbe(probe, { sshHostKeyFile: config.sshHostKeyFile, now: observedAt })
+      yield* Metric.increment(
+        Metric.tagged(
+          Metric.tagged(Metric.tagged(probeResults, "probe", probe.name), "mode", mode),
+          "status",
+          outcome.status
+        )
+      )
       if (first) {
         yield* send({ _tag: "LocalProbeObservedFirst", probeName: probe.name, mode, observedAt, seq: 0 })
         first = false

@@ -10,16 +10,18 @@ import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
 import { VERSION } from "../version.js"
 import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
+import { devCommand } from "./DevCommand.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { activateCommand, rollbackCommand } from "./PipelineCommands.js"
 import { runCommand } from "./RunCommand.js"
+import { statusCommand } from "./StatusCommand.js"
 
 /**
  * @since 0.1.0
  */
 export const rootCommand = Command.make("nixfleet-agent").pipe(
   Command.withDescription("the nixfleet host agent"),
-  Command.withSubcommands([runCommand, activateCommand, rollbackCommand])
+  Command.withSubcommands([runCommand, activateCommand, rollbackCommand, statusCommand, devCommand])
 )
 
 /**

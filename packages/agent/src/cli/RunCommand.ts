@@ -11,6 +11,7 @@ import { TrustConfig } from "@nixfleet/proto"
 import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -18,20 +19,27 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Fs from "node:fs/promises"
 import { ActivationPipelineLive } from "../ActivationPipelineLive.js"
 import { AgentConfig } from "../AgentConfig.js"
 import { AgentRuntime, runUntilShutdown } from "../AgentRuntime.js"
 import { ControlPlaneHttp } from "../ControlPlaneHttp.js"
+import { enrollAnonymously, ENROLLMENT_RETRY_INTERVAL, pendingEnrollment } from "../Enrollment.js"
+import { parseListen } from "../MetricsExporter.js"
 import { PipelineConfig } from "../PipelineConfig.js"
+import { claimStatusSocket, StatusServer } from "../StatusServer.js"
+import { notifySystemd, SystemdNotify, type SystemdNotifyService } from "../SystemdNotify.js"
+import * as Tracing from "../Tracing.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { loggerLayer } from "./Logging.js"
 import { type PipelineOptions, pipelineOptions } from "./PipelineOptions.js"
 
 /**
  * Exit statuses of `run`: 0 stopped on request; 78 (EX_CONFIG) a configuration that
- * cannot work (unreadable trust file, certificate or key); 1 anything else. Bad flags exit
- * 64 before anything starts.
+ * cannot work (unreadable trust file, certificate or key; an enrollment the control plane
+ * refused or that cannot be attempted); 1 anything else. Bad flags exit 64 before anything
+ * starts.
  *
  * @since 0.1.0
  */
@@ -92,6 +100,20 @@ const runOptions = {
     ),
     Options.optional,
     Options.withDescription("renew the certificate when less than this fraction of its validity remains")
+  ),
+  metricsListen: text("metrics-listen", "NIXFLEET_AGENT_METRICS_LISTEN").pipe(
+    Options.withSchema(
+      Schema.String.pipe(
+        Schema.filter((value) => parseListen(value) !== undefined, {
+          message: () => "--metrics-listen must be [host:]port (a bare port listens on 127.0.0.1)"
+        })
+      )
+    ),
+    Options.optional,
+    Options.withDescription("serve Prometheus metrics on GET /metrics at [host:]port (default: off)")
+  ),
+  metricsTextfile: optionalText("metrics-textfile", "NIXFLEET_AGENT_METRICS_TEXTFILE").pipe(
+    Options.withDescription("also write the metrics to this node_exporter textfile (*.prom), every 15 s")
   )
 }
 
@@ -105,8 +127,12 @@ type RunOptions =
  *
  * @since 0.1.0
  */
-export const runConfigProvider = (options: RunOptions): ConfigProvider.ConfigProvider => {
-  const entries: Array<[string, string]> = [
+export const runConfigProvider = (
+  options: RunOptions,
+  systemd: ReadonlyArray<readonly [string, string]> = []
+): ConfigProvider.ConfigProvider => {
+  const entries: Array<readonly [string, string]> = [
+    ...systemd,
     ["NIXFLEET_AGENT_CP_URL", options.controlPlaneUrl],
     ["NIXFLEET_AGENT_MACHINE_ID", options.machineId],
     ["NIXFLEET_AGENT_TRUST_FILE", options.trustFile],
@@ -128,7 +154,9 @@ export const runConfigProvider = (options: RunOptions): ConfigProvider.ConfigPro
       ["NIXFLEET_AGENT_CA_CERT", options.caCert],
       ["NIXFLEET_AGENT_CLIENT_CERT", options.clientCert],
       ["NIXFLEET_AGENT_CLIENT_KEY", options.clientKey],
-      ["NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE", options.bootstrapTokenFile]
+      ["NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE", options.bootstrapTokenFile],
+      ["NIXFLEET_AGENT_METRICS_LISTEN", options.metricsListen],
+      ["NIXFLEET_AGENT_METRICS_TEXTFILE", options.metricsTextfile]
     ] as const
   ) {
     if (Option.isSome(value)) entries.push([key, value.value])
@@ -137,6 +165,24 @@ export const runConfigProvider = (options: RunOptions): ConfigProvider.ConfigPro
     entries.push(["NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION", String(options.renewalThresholdFraction.value)])
   }
   return ConfigProvider.fromMap(new Map(entries)).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
+}
+
+/** What systemd tells its service in the environment about notifications. */
+const SYSTEMD_VARIABLES = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] as const
+
+/**
+ * Takes systemd's notification variables out of the environment, as `sd_notify` does with
+ * `unset_environment`: the agent's children (switch scripts, probes) must not notify in
+ * its name. The returned entries reach the agent through its `ConfigProvider`.
+ */
+const takeSystemdEnvironment = (): Array<readonly [string, string]> => {
+  const taken: Array<readonly [string, string]> = []
+  for (const name of SYSTEMD_VARIABLES) {
+    const value = process.env[name]
+    if (value !== undefined) taken.push([name, value])
+    delete process.env[name]
+  }
+  return taken
 }
 
 /** A startup problem the operator must fix: one line, exit 78. */
@@ -180,6 +226,24 @@ const stopSignals = Effect.gen(function*() {
 })
 
 /**
+ * First-boot enrollment, before the runtime starts. Waiting for a cold control plane can
+ * outlast systemd's start timeout, so the timeout is extended while it lasts; a stop
+ * request ends the wait. `true` when the agent may start.
+ */
+const enrollFirst = (systemd: SystemdNotifyService, stopRequested: Deferred.Deferred<void>) =>
+  Effect.gen(function*() {
+    const files = yield* pendingEnrollment
+    if (files === null) return true
+    const extension = Duration.toMillis(Duration.times(ENROLLMENT_RETRY_INTERVAL, 3)) * 1000
+    const keepStarting = systemd.notify(`STATUS=enrolling with the control plane\nEXTEND_TIMEOUT_USEC=${extension}`)
+      .pipe(Effect.zipRight(Effect.sleep(ENROLLMENT_RETRY_INTERVAL)), Effect.forever)
+    return yield* Effect.raceFirst(
+      Effect.as(enrollAnonymously(files), true),
+      Effect.as(Deferred.await(stopRequested), false)
+    ).pipe(Effect.raceFirst(keepStarting))
+  }).pipe(Effect.provide(AgentConfig.layer))
+
+/**
  * @since 0.1.0
  */
 export const runCommand = Command.make(
@@ -189,7 +253,10 @@ export const runCommand = Command.make(
     Effect.gen(function*() {
       const trust = yield* Effect.either(checkTrustFile(options.trustFile))
       if (trust._tag === "Left") return yield* configurationError(trust.left.replace(/\s+/g, " "))
-      const runtime = AgentRuntime.layer().pipe(
+      const claimed = yield* Effect.either(claimStatusSocket(options.stateDir))
+      if (claimed._tag === "Left") return yield* configurationError(claimed.left.message)
+      const runtime = StatusServer.pipe(
+        Layer.provideMerge(AgentRuntime.layer()),
         Layer.provide(Layer.mergeAll(
           ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer)),
           ControlPlaneHttp.pipe(Layer.provide(AgentConfig.layer))
@@ -198,10 +265,17 @@ export const runCommand = Command.make(
       )
       const stopRequested = yield* stopSignals
       const scope = yield* Effect.scope
+      const systemd = yield* SystemdNotify
+      const enrolled = yield* Effect.either(enrollFirst(systemd, stopRequested))
+      if (enrolled._tag === "Left") return yield* configurationError(enrolled.left.message.replace(/\s+/g, " "))
+      if (!enrolled.right) return
       const exit = yield* Effect.exit(
         runUntilShutdown(runtime, {
           onStarted: (handle) =>
-            Deferred.await(stopRequested).pipe(Effect.zipRight(handle.shutdown), Effect.forkIn(scope), Effect.asVoid)
+            Effect.gen(function*() {
+              yield* Scope.extend(notifySystemd(handle), scope).pipe(Effect.provideService(SystemdNotify, systemd))
+              yield* Deferred.await(stopRequested).pipe(Effect.zipRight(handle.shutdown), Effect.forkIn(scope))
+            })
         })
       )
       if (exit._tag === "Failure") {
@@ -213,8 +287,11 @@ export const runCommand = Command.make(
         yield* Effect.flatMap(ExitStatus, (status) => Ref.set(status, 1))
       }
     }).pipe(
+      Effect.provide(SystemdNotify.layer),
       Effect.scoped,
-      Effect.withConfigProvider(runConfigProvider(options)),
+      // Outside the runtime's scope: spans are flushed after the drain.
+      Effect.provide(Tracing.layer),
+      Effect.withConfigProvider(runConfigProvider(options, takeSystemdEnvironment())),
       Effect.provide(loggerLayer(options.logFormat))
     )
 ).pipe(Command.withDescription("the agent daemon (what systemd starts)"))

@@ -280,4 +280,7 @@ export const installBootEntry = (storePath: string) =>
         detail: done.stderr.trim()
       })
     }
-  }).pipe(Effect.annotateLogs("phase", "defer-bootloader-update"))
+  }).pipe(
+    Effect.withSpan("ActivationPipeline.installBootEntry"),
+    Effect.annotateLogs("phase", "defer-bootloader-update")
+  )

@@ -40,4 +40,4 @@ export const detectInhibitor = (currentSystem: string, newSystem: string) =>
       if (current._tag === "Some" && next._tag === "Some" && current.value !== next.value) return component
     }
     return null
-  })
+  }).pipe(Effect.withSpan("ActivationPipeline.detectInhibitor"))

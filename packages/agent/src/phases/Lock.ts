@@ -47,4 +47,4 @@ export const checkSwitchLock = (lockPath: string) =>
   Effect.flatMap(
     switchInProgress(lockPath),
     (held) => held ? Effect.fail(new RealiseFailed({ phase: "lock", reason: LOCK_HELD_REASON })) : Effect.void
-  )
+  ).pipe(Effect.withSpan("ActivationPipeline.lock"))

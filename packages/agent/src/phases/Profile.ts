@@ -95,7 +95,10 @@ export const setProfile = (profile: string, storePath: string) =>
  * @since 0.1.0
  */
 export const rollbackGeneration = (profile: string) =>
-  nixEnv(["nix-env", "--profile", profile, "--rollback"]).pipe(Effect.annotateLogs("phase", "nix-env-rollback"))
+  nixEnv(["nix-env", "--profile", profile, "--rollback"]).pipe(
+    Effect.withSpan("ActivationPipeline.rollbackGeneration"),
+    Effect.annotateLogs("phase", "nix-env-rollback")
+  )
 
 /**
  * After a successful switch the activation script may have re-pointed the profile; if it
@@ -116,6 +119,7 @@ export const selfCorrectProfile = (profile: string, storePath: string) =>
     }
   }).pipe(
     Effect.catchAll((error) => Effect.logWarning(`profile self-correction failed: ${error._tag}`)),
+    Effect.withSpan("ActivationPipeline.selfCorrectProfile"),
     Effect.annotateLogs("phase", "self-correct")
   )
 

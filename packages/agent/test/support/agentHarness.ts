@@ -34,13 +34,16 @@ export const startAgent = (
     readonly pipeline?: Layer.Layer<ActivationPipeline>
     readonly script?: Partial<ActivationPipelineService>
     readonly testMode?: boolean
+    /** More settings for the agent's `ConfigProvider` (e.g. `NIXFLEET_AGENT_METRICS_LISTEN`). */
+    readonly env?: Readonly<Record<string, string>>
   } = {}
 ) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const env = new Map<string, string>(
-      options.testMode === false ? [] : [["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", "1"]]
-    )
+    const env = new Map<string, string>([
+      ...(options.testMode === false ? [] : [["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", "1"] as const]),
+      ...Object.entries(options.env ?? {})
+    ])
     const full: AgentConfigShape = {
       ...defaults,
       currentSystemPath: Path.join(config.stateDir, "current-system"),

@@ -1,0 +1,147 @@
+/**
+ * Prometheus exposition of the agent's metrics: an HTTP `GET /metrics` on
+ * `NIXFLEET_AGENT_METRICS_LISTEN` (`--metrics-listen`, `[host:]port`, loopback unless a
+ * host is given) and a node_exporter textfile at `NIXFLEET_AGENT_METRICS_TEXTFILE`
+ * (`--metrics-textfile`), rewritten atomically every 15 s and once more on stop. Each is
+ * off when its setting is absent.
+ *
+ * @since 0.1.0
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Fs from "node:fs/promises"
+import * as Http from "node:http"
+import type * as Net from "node:net"
+import * as Path from "node:path"
+import type { AgentConfig } from "./AgentConfig.js"
+import { writeFileAtomic } from "./internal/atomicFile.js"
+import { CONTENT_TYPE, render } from "./internal/prometheus.js"
+import { sampleGauges } from "./Metrics.js"
+import type { Outbox } from "./Outbox.js"
+import type { Reducer } from "./Reducer.js"
+
+/** node_exporter reads the file when it is scraped; every 15 s keeps it as fresh as a scrape interval. */
+const TEXTFILE_INTERVAL = "15 seconds"
+
+/**
+ * @since 0.1.0
+ */
+export class MetricsExporterError extends Data.TaggedError("MetricsExporterError")<{ readonly message: string }> {}
+
+/**
+ * Where to listen: `port`, `host:port` or `[ipv6]:port`; a bare port is loopback.
+ *
+ * @since 0.1.0
+ */
+export const parseListen = (value: string): { readonly host: string; readonly port: number } | undefined => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(value.trim())
+  if (match === null) return undefined
+  const port = Number(match[3])
+  if (port < 1 || port > 65535) return undefined
+  return { host: match[1] ?? match[2] ?? "127.0.0.1", port }
+}
+
+/**
+ * The metrics settings, read from the current `ConfigProvider`.
+ *
+ * @since 0.1.0
+ */
+export const metricsConfig = Config.all({
+  listen: Config.option(
+    Config.string("NIXFLEET_AGENT_METRICS_LISTEN").pipe(
+      Config.mapOrFail((value) => {
+        const parsed = parseListen(value)
+        return parsed === undefined
+          ? Either.left(ConfigError.InvalidData([], `${JSON.stringify(value)} is not [host:]port`))
+          : Either.right(parsed)
+      })
+    )
+  ),
+  textfile: Config.option(Config.nonEmptyString("NIXFLEET_AGENT_METRICS_TEXTFILE"))
+})
+
+/**
+ * The current exposition: the sampled gauges refreshed, then every metric of the process.
+ *
+ * @since 0.1.0
+ */
+export const exposition: Effect.Effect<string, never, Outbox | Reducer | AgentConfig> = Effect.zipRight(
+  sampleGauges,
+  Effect.map(Metric.snapshot, render)
+)
+
+const serve = (address: { readonly host: string; readonly port: number }, context: Effect.Effect<string>) =>
+  Effect.gen(function*() {
+    const app = Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      if (request.url !== "/metrics") return HttpServerResponse.text("not found\n", { status: 404 })
+      if (request.method !== "GET") return HttpServerResponse.text("method not allowed\n", { status: 405 })
+      return HttpServerResponse.text(yield* context, { contentType: CONTENT_TYPE })
+    })
+    const server = Http.createServer(yield* NodeHttpServer.makeHandler(app))
+    const bound = yield* Effect.acquireRelease(
+      Effect.async<Net.AddressInfo, MetricsExporterError>((resume) => {
+        server.once("error", (error) =>
+          resume(Effect.fail(
+            new MetricsExporterError({
+              message: `cannot serve metrics on ${address.host}:${address.port}: ${error.message}`
+            })
+          )))
+        server.listen(address.port, address.host, () => resume(Effect.succeed(server.address() as Net.AddressInfo)))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+        })
+    )
+    yield* Effect.logInfo("metrics served").pipe(
+      Effect.annotateLogs({ address: `${bound.address}:${bound.port}`, path: "/metrics" })
+    )
+  })
+
+const textfile = (file: string, context: Effect.Effect<string>) =>
+  Effect.gen(function*() {
+    const directory = Path.dirname(file)
+    yield* Effect.tryPromise(() => Fs.access(directory, Fs.constants.W_OK)).pipe(
+      Effect.mapError(() =>
+        new MetricsExporterError({ message: `the metrics textfile's directory ${directory} is not writable` })
+      )
+    )
+    // node_exporter runs as another user: the file is world-readable, as its collector expects.
+    const write = Effect.flatMap(context, (text) => Effect.tryPromise(() => writeFileAtomic(file, text, 0o644))).pipe(
+      Effect.catchAll((error) =>
+        Effect.logWarning("cannot write the metrics textfile").pipe(
+          Effect.annotateLogs({ file, error: String(error) })
+        )
+      )
+    )
+    yield* write.pipe(Effect.repeat(Schedule.spaced(TEXTFILE_INTERVAL)), Effect.forkScoped)
+    yield* Effect.addFinalizer(() => write)
+  })
+
+/**
+ * @since 0.1.0
+ */
+export const MetricsExporter: Layer.Layer<never, MetricsExporterError, Outbox | Reducer | AgentConfig> = Layer
+  .scopedDiscard(
+    Effect.gen(function*() {
+      const settings = yield* metricsConfig.pipe(
+        Effect.mapError((error) => new MetricsExporterError({ message: `metrics settings: ${error}` }))
+      )
+      const context = yield* Effect.context<Outbox | Reducer | AgentConfig>()
+      const current = Effect.provide(exposition, context)
+      if (Option.isSome(settings.listen)) yield* serve(settings.listen.value, current)
+      if (Option.isSome(settings.textfile)) yield* textfile(settings.textfile.value, current)
+    })
+  )
