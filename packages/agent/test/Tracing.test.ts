@@ -6,6 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option } from "effect"
+import * as Fs from "node:fs"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as Path from "node:path"
@@ -130,4 +131,30 @@ describe("run with OTEL_EXPORTER_OTLP_ENDPOINT", () => {
       }),
     TIMEOUT
   )
+})
+
+describe("run without OTEL_EXPORTER_OTLP_ENDPOINT", () => {
+  it.scopedLive("never loads an OpenTelemetry module", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDirectory
+      // A module hook that reports every OpenTelemetry module the process resolves.
+      Fs.writeFileSync(
+        Path.join(dir, "hook.mjs"),
+        "export async function resolve(specifier, context, next) {\n" +
+          "  if (specifier.includes(\"opentelemetry\")) process.stderr.write(`LOADED ${specifier}\\n`)\n" +
+          "  return next(specifier, context)\n}\n"
+      )
+      Fs.writeFileSync(
+        Path.join(dir, "register.mjs"),
+        `import { register } from "node:module"\nregister(${JSON.stringify(`file://${dir}/hook.mjs`)})\n`
+      )
+      const cp = yield* startControlPlane(Path.join(dir, "cp"))
+      const host = testModeHost(dir)
+      const agent = yield* startAgent(cp, host, { ...TEST_MODES, NODE_OPTIONS: `--import ${dir}/register.mjs` })
+      const { rolloutId } = yield* publish(cp, TARGET, 0.02)
+      yield* awaitState(cp, rolloutId, "Converged", () => agent, 45_000)
+      agent.signal("SIGTERM")
+      expect((yield* agent.awaitExit(30_000))?.code, tail(agent.stderr())).toBe(0)
+      expect(agent.stderr().filter((line) => line.startsWith("LOADED "))).toStrictEqual([])
+    }), TIMEOUT)
 })
