@@ -71,13 +71,25 @@ export const metricsConfig = Config.all({
 })
 
 /**
- * The current exposition: the sampled gauges refreshed, then every metric of the process.
+ * The prefix of the metrics exposed. Effect's registry is process-wide: it also holds the
+ * runtime's own `effect_fiber_*` series (a "counter" that goes down, which breaks
+ * `rate()`) and whatever an embedding program records.
+ *
+ * @since 0.1.0
+ */
+export const METRIC_PREFIX = "nixfleet_agent_"
+
+/**
+ * The current exposition: the sampled gauges refreshed, then the agent's metrics.
  *
  * @since 0.1.0
  */
 export const exposition: Effect.Effect<string, never, Outbox | Reducer | AgentConfig> = Effect.zipRight(
   sampleGauges,
-  Effect.map(Metric.snapshot, render)
+  Effect.map(
+    Metric.snapshot,
+    (pairs) => render(pairs.filter((pair) => pair.metricKey.name.startsWith(METRIC_PREFIX)))
+  )
 )
 
 const serve = (address: { readonly host: string; readonly port: number }, context: Effect.Effect<string>) =>

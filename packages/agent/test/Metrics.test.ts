@@ -140,6 +140,8 @@ describe("metrics of a running agent", () => {
       expect(values.get("nixfleet_agent_outbox_dead_letters")).toBe(0)
       expect(values.has("nixfleet_agent_dispatches_refused_total")).toBe(false)
       expect([...values.keys()].some((key) => key.startsWith("nixfleet_agent_build_info{version="))).toBe(true)
+      // Only the agent's own series: not the runtime's effect_fiber_* nor an embedder's.
+      expect([...values.keys()].filter((key) => !key.startsWith("nixfleet_agent_"))).toStrictEqual([])
       expect((yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/other`))).status).toBe(404)
 
       // The textfile (written at start, then every 15 s) is the same exposition, readable
