@@ -22,6 +22,8 @@ import { eventually, startAgent, stateDirectory } from "./support/agentHarness.j
 import { fingerprintOf, HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI } from "./support/certificates.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
+import { notifySocket } from "./support/notify.js"
+import { AGENT, spawnTsx, tail } from "./support/processes.js"
 
 const HOST = "web-01"
 const TIMEOUT = 60_000
@@ -230,6 +232,50 @@ describe("enrollment against the TLS dev control plane", () => {
       ])
       expect(Fs.existsSync(certFile)).toBe(false)
     }), 120_000)
+})
+
+describe("enrollment under systemd", () => {
+  it.scopedLive(
+    "`run` waiting for a cold control plane extends systemd's start timeout, then enrolls and sends READY=1",
+    () =>
+      Effect.gen(function*() {
+        const cp = yield* start({ tls: true })
+        const { certFile, dir, tokenFile } = yield* host(cp)
+        writeToken(tokenFile, yield* cp.mintBootstrapToken({ hostname: HOST, pubkey: HOST_PUBKEY }))
+        const socket = Path.join(dir, "notify.sock")
+        const { received } = yield* notifySocket(socket)
+        const agent = yield* spawnTsx("agent", AGENT, [
+          "run",
+          ...["--control-plane-url", cp.url, "--machine-id", HOST, "--state-dir", dir],
+          ...["--trust-file", cp.trustFile, "--ca-cert", cp.caFile ?? ""],
+          ...["--client-cert", certFile, "--client-key", HOST_KEY_FILE, "--bootstrap-token-file", tokenFile],
+          ...["--current-system-path", Path.join(dir, "current-system"), "--health-checks-file", `${dir}/none.json`]
+        ], { NOTIFY_SOCKET: socket })
+        const lines = () => received.flatMap((r) => r.lines)
+        // No fleet published yet: the control plane answers 503 "not ready".
+        yield* eventually(
+          "an enrollment refused as not ready",
+          Effect.map(enrollRequests(cp), (statuses) => statuses.includes(503)),
+          30_000
+        )
+        expect(received[0]!.lines).toStrictEqual([
+          "STATUS=enrolling with the control plane",
+          "EXTEND_TIMEOUT_USEC=30000000"
+        ])
+        expect(lines()).not.toContain("READY=1")
+        expect(Fs.existsSync(certFile)).toBe(false)
+
+        yield* declare(cp, HOST_PUBKEY)
+        // The next attempt, at most 10 s later, enrolls; the agent then starts and is ready.
+        yield* eventually("READY=1", Effect.sync(() => lines().includes("READY=1")), 30_000)
+        expect(Fs.existsSync(certFile)).toBe(true)
+        expect(yield* enrollRequests(cp)).toEqual([503, 200])
+        expect(lines().indexOf("READY=1")).toBeGreaterThan(lines().lastIndexOf("EXTEND_TIMEOUT_USEC=30000000"))
+        agent.signal("SIGTERM")
+        expect((yield* agent.awaitExit(30_000))?.code, tail(agent.stderr())).toBe(0)
+      }),
+    TIMEOUT
+  )
 })
 
 describe("renewal against the TLS dev control plane", () => {

@@ -9,10 +9,10 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import type { AgentRuntimeService } from "../src/AgentRuntime.js"
 import type { AgentStatusService } from "../src/AgentStatus.js"
-import { createUnixDgramSocket } from "../src/internal/unixDgram.js"
 import type { ReducerService } from "../src/Reducer.js"
 import { notifySystemd, SystemdNotify } from "../src/SystemdNotify.js"
 import { TARGET } from "./support/fixtures.js"
+import { notifySocket } from "./support/notify.js"
 import {
   awaitState,
   eventually,
@@ -23,25 +23,6 @@ import {
   tempDirectory,
   testModeHost
 } from "./support/processes.js"
-
-interface Received {
-  readonly at: number
-  readonly lines: ReadonlyArray<string>
-}
-
-/** A datagram socket bound at `path`, collecting what arrives; closed with the scope. */
-const notifySocket = (path: string) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const socket = createUnixDgramSocket()
-      if (socket instanceof Error) throw socket
-      const received: Array<Received> = []
-      socket.on("message", (buf) => received.push({ at: Date.now(), lines: buf.toString("utf8").split("\n") }))
-      socket.bind(path)
-      return { socket, received }
-    }),
-    ({ socket }) => Effect.sync(() => socket.close())
-  )
 
 const TIMEOUT = 90_000
 
