@@ -34,14 +34,25 @@ export interface StatusBoardService {
   readonly problems: Ref.Ref<Problems>
 }
 
-/** Annotation values as one short line (the detail of a problem). */
+/** A problem's detail (its annotations on one line) is cut here: the report stays short. */
 const MAX_DETAIL = 512
+
+/** An annotation as text; never throws (a bigint or a cycle must not break logging). */
+const textOf = (value: unknown): string => {
+  if (typeof value === "string") return value
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
 
 const detailOf = (annotations: HashMap.HashMap<string, unknown>, cause: Cause.Cause<unknown>): string => {
   const parts: Array<string> = []
-  for (const [key, value] of annotations) {
+  // Sorted: a map's order is its hashing, and the same problem must read the same.
+  for (const [key, value] of [...annotations].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
     if (key === "rolloutId") continue
-    parts.push(`${key}=${typeof value === "string" ? value : JSON.stringify(value)}`)
+    parts.push(`${key}=${textOf(value)}`)
   }
   if (!Cause.isEmpty(cause)) parts.push(`cause=${Cause.pretty(cause).split("\n")[0]}`)
   const detail = parts.join(" ")

@@ -3,11 +3,12 @@
  * file it keeps, and the human table.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Layer, Ref, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { AgentStatus, statusFile } from "../src/AgentStatus.js"
 import { renderStatus } from "../src/cli/StatusTable.js"
+import { StatusBoard } from "../src/StatusBoard.js"
 import { describePhase, type RolloutSummary, type StatusReport, StatusReportJson } from "../src/StatusReport.js"
 import { eventually, startAgent, stateDirectory } from "./support/agentHarness.js"
 import { unusedPort } from "./support/ports.js"
@@ -114,6 +115,27 @@ describe("renderStatus", () => {
     const text = Schema.encodeSync(StatusReportJson)(report)
     expect(Schema.decodeSync(StatusReportJson)(text)).toStrictEqual(report)
   })
+})
+
+describe("StatusBoard.logger", () => {
+  it.effect("keeps the last error and warning with their annotations, whatever the values", () =>
+    Effect.gen(function*() {
+      const board = yield* StatusBoard
+      const cyclic: Record<string, unknown> = {}
+      cyclic.self = cyclic
+      yield* Effect.logError("disk full").pipe(
+        Effect.annotateLogs({ rolloutId: "stable@abc123", big: 10n, cyclic, reason: "ENOSPC" })
+      )
+      yield* Effect.logWarning("slow").pipe(Effect.annotateLogs("seq", 3))
+      yield* Effect.logInfo("fine")
+      const problems = yield* Ref.get(board.problems)
+      expect(problems.lastError).toMatchObject({
+        message: "disk full",
+        rolloutId: "stable@abc123",
+        detail: "big=10 cyclic=[object Object] reason=ENOSPC"
+      })
+      expect(problems.lastWarning).toMatchObject({ message: "slow", rolloutId: null, detail: "seq=3" })
+    }).pipe(Effect.provide(StatusBoard.logger.pipe(Layer.provideMerge(StatusBoard.layer)))))
 })
 
 describe("AgentStatus", () => {
