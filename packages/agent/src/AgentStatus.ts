@@ -10,6 +10,7 @@ import type { HostRolloutState } from "@nixfleet/state-machine"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
@@ -144,7 +145,11 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
             agent: { ...current.agent, reportedAt: new Date(0) }
           })
           if (comparable === (yield* Ref.get(written))) return
-          yield* Effect.tryPromise(() => writeFileAtomic(statusFile(config.stateDir), `${text}\n`, 0o600))
+          // Uninterruptible: interrupting a promise does not stop it, and an abandoned write
+          // could still rename its file over a later one.
+          yield* Effect.uninterruptible(
+            Effect.tryPromise(() => writeFileAtomic(statusFile(config.stateDir), `${text}\n`, 0o600))
+          )
           yield* Ref.set(written, comparable)
         }).pipe(
           Effect.catchAll((error) =>
@@ -156,13 +161,15 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
         Effect.zipRight(SubscriptionRef.set(board.lifecycle, "stopping")),
         Effect.forkScoped
       )
-      yield* Stream.merge(phase, Stream.tick(PERSIST_INTERVAL)).pipe(
+      const writer = yield* Stream.merge(phase, Stream.tick(PERSIST_INTERVAL)).pipe(
         Stream.throttle({ cost: () => 1, units: 1, duration: "1 second", strategy: "enforce" }),
         Stream.runForEach(() => Effect.flatMap(SubscriptionRef.get(board.lifecycle), persist)),
         Effect.forkScoped
       )
-      // The last report of a clean stop says so; after a crash the file keeps its pid.
-      yield* Effect.addFinalizer(() => persist("stopped"))
+      // The last report of a clean stop says so; after a crash the file keeps its pid. The
+      // writer is stopped first, its write in flight finished: finalizers run before the
+      // scope interrupts its forks, and a late "stopping" write would land over "stopped".
+      yield* Effect.addFinalizer(() => Effect.zipRight(Fiber.interrupt(writer), persist("stopped")))
 
       return {
         report: Effect.flatMap(SubscriptionRef.get(board.lifecycle), report),

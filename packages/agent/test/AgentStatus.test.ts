@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Ref, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { AgentRuntime } from "../src/AgentRuntime.js"
 import { AgentStatus, statusFile } from "../src/AgentStatus.js"
 import { renderStatus } from "../src/cli/StatusTable.js"
 import { StatusBoard } from "../src/StatusBoard.js"
@@ -174,5 +175,28 @@ describe("AgentStatus", () => {
         expect(Path.basename(statusFile(dir))).toBe("status.json")
       }),
     60_000
+  )
+
+  it.scopedLive(
+    "a clean stop always leaves `stopped` in the status file, never a late `stopping`",
+    () =>
+      Effect.gen(function*() {
+        for (let round = 0; round < 12; round++) {
+          const dir = yield* stateDirectory
+          const port = yield* unusedPort
+          const agent = yield* startAgent({
+            machineId: "web-01",
+            stateDir: dir,
+            controlPlaneUrl: `http://127.0.0.1:${port}`
+          })
+          yield* eventually("the status file", Effect.sync(() => Fs.existsSync(statusFile(dir))), 20_000)
+          // As `run` stops: the shutdown request (lifecycle `stopping`), then the scope closes.
+          yield* Effect.flatMap(Effect.provide(AgentRuntime, agent.context), (runtime) => runtime.shutdown)
+          yield* agent.stop
+          const written = Schema.decodeUnknownSync(StatusReportJson)(Fs.readFileSync(statusFile(dir), "utf8"))
+          expect(written.agent.lifecycle, `round ${round}`).toBe("stopped")
+        }
+      }),
+    120_000
   )
 })

@@ -1,3 +1,4 @@
+import * as Crypto from "node:crypto"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 
@@ -11,7 +12,8 @@ import * as Path from "node:path"
 export const writeFileAtomic = async (file: string, data: string | Uint8Array, mode = 0o600): Promise<void> => {
   const dir = Path.dirname(file)
   await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
-  const temp = Path.join(dir, `.${Path.basename(file)}.${process.pid}.${Date.now()}.tmp`)
+  // Unique per call: two writers of the same file must not share a temporary file.
+  const temp = Path.join(dir, `.${Path.basename(file)}.${process.pid}.${Crypto.randomBytes(6).toString("hex")}.tmp`)
   const handle = await Fs.open(temp, "w", mode)
   try {
     await handle.writeFile(data)
