@@ -15,6 +15,7 @@ import * as ConfigError from "effect/ConfigError"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -131,15 +132,20 @@ const textfile = (file: string, context: Effect.Effect<string>) =>
       )
     )
     // node_exporter runs as another user: the file is world-readable, as its collector expects.
-    const write = Effect.flatMap(context, (text) => Effect.tryPromise(() => writeFileAtomic(file, text, 0o644))).pipe(
+    // Uninterruptible, and the loop stopped before the last write: an abandoned write would
+    // still rename its (older) file over the last one.
+    const write = Effect.flatMap(
+      context,
+      (text) => Effect.uninterruptible(Effect.tryPromise(() => writeFileAtomic(file, text, 0o644)))
+    ).pipe(
       Effect.catchAll((error) =>
         Effect.logWarning("cannot write the metrics textfile").pipe(
           Effect.annotateLogs({ file, error: String(error) })
         )
       )
     )
-    yield* write.pipe(Effect.repeat(Schedule.spaced(TEXTFILE_INTERVAL)), Effect.forkScoped)
-    yield* Effect.addFinalizer(() => write)
+    const loop = yield* write.pipe(Effect.repeat(Schedule.spaced(TEXTFILE_INTERVAL)), Effect.forkScoped)
+    yield* Effect.addFinalizer(() => Effect.zipRight(Fiber.interrupt(loop), write))
   })
 
 /**
