@@ -28,6 +28,7 @@ import {
   describePhase,
   type Lifecycle,
   type OutboxSummary,
+  RECENT_DEAD_LETTERS,
   type RolloutSummary,
   type StatusReport,
   StatusReportJson,
@@ -42,9 +43,6 @@ import { VERSION } from "./version.js"
  * @since 0.1.0
  */
 export const statusFile = (stateDir: string) => Path.join(stateDir, "status.json")
-
-/** Dead letters a report lists (the count covers all of them). */
-const RECENT_DEAD_LETTERS = 5
 
 /** The file is rewritten at most this often, and only when the report changed. */
 const PERSIST_INTERVAL = "5 seconds"

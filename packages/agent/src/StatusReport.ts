@@ -82,6 +82,13 @@ export const OutboxSummary = Schema.Struct({
 export type OutboxSummary = typeof OutboxSummary.Type
 
 /**
+ * How many of the latest dead letters a report lists (its count covers all of them).
+ *
+ * @since 0.1.0
+ */
+export const RECENT_DEAD_LETTERS = 5
+
+/**
  * The outbox part of a report, from the outbox's counts, its oldest pending row and its
  * latest dead letters.
  *

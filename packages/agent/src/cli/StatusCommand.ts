@@ -23,13 +23,16 @@ import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as Path from "node:path"
+import { defaults } from "../AgentConfig.js"
 import { statusFile } from "../AgentStatus.js"
 import { currentClosure } from "../internal/currentClosure.js"
+import { DATABASE_FILE } from "../internal/outbox/layer.js"
 import { readOutboxSummary } from "../internal/outbox/readOnly.js"
-import { type StatusReport, StatusReportJson } from "../StatusReport.js"
+import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../StatusReport.js"
 import { statusSocket } from "../StatusServer.js"
 import { VERSION } from "../version.js"
 import { ExitStatus } from "./ExitStatus.js"
+import { pipelineOptions } from "./PipelineOptions.js"
 import { renderStatus } from "./StatusTable.js"
 
 /**
@@ -48,18 +51,8 @@ const ASK_TIMEOUT_MS = 2_000
 /** A report is a few KiB; anything far larger is not one. */
 const MAX_REPORT_BYTES = 4 * 1024 * 1024
 
-const DEFAULT_CURRENT_SYSTEM_PATH = "/run/current-system"
-
-/** Dead letters listed (their count covers all). */
-const RECENT_DEAD_LETTERS = 5
-
-const text = (name: string, env: string, fallback: string) =>
-  Options.text(name).pipe(Options.withFallbackConfig(Config.string(env)), Options.withDefault(fallback))
-
 const statusOptions = {
-  stateDir: text("state-dir", "NIXFLEET_AGENT_STATE_DIR", "/var/lib/nixfleet-agent").pipe(
-    Options.withDescription("the agent's state directory")
-  ),
+  stateDir: pipelineOptions.stateDir,
   currentSystemPath: Options.text("current-system-path").pipe(
     Options.withFallbackConfig(Config.string("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH")),
     Options.optional,
@@ -132,7 +125,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
     const written = yield* lastWritten(stateDir)
     if (Either.isLeft(written)) notes.push(written.left)
     const last = Either.getOrNull(written)
-    const outboxFile = Path.join(stateDir, "outbox.sqlite")
+    const outboxFile = Path.join(stateDir, DATABASE_FILE)
     let outbox: StatusReport["outbox"] = null
     if (yield* exists(outboxFile)) {
       const read = yield* Effect.either(readOutboxSummary(outboxFile, RECENT_DEAD_LETTERS))
@@ -142,7 +135,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
     const now = new Date(yield* Clock.currentTimeMillis)
     const currentSystemPath = Option.getOrElse(
       currentSystemPathOption,
-      () => last?.currentSystemPath ?? DEFAULT_CURRENT_SYSTEM_PATH
+      () => last?.currentSystemPath ?? defaults.currentSystemPath
     )
     const report: StatusReport = {
       source: "state-dir",
