@@ -2,9 +2,13 @@
  * Client certificate renewal: every 60 s (the first check at once) the fraction of the
  * certificate's validity that remains is compared with `--renewal-threshold-fraction`;
  * below it, the agent asks for a new certificate for the same key (`POST /v1/agent/renew`
- * over mTLS) and writes it atomically. The control-plane transport notices the new file
- * and uses it for the next request; the process is not restarted. A failed attempt is
- * logged, counted and retried 30 s later; it never stops the fiber.
+ * over mTLS). The answer is not trusted: the certificate must chain to the fleet CA, name
+ * this machine, be valid now and certify our key (else it is refused), and then work: one
+ * request presenting it must be taken by the control plane. Only then is it written
+ * atomically over the working one. The control-plane transport notices the new file and
+ * uses it for the next request; the process is not restarted. A failed or refused attempt
+ * is logged, counted and retried 30 s later, the working certificate untouched; it never
+ * stops the fiber.
  *
  * @since 0.1.0
  */
@@ -14,8 +18,16 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { AgentConfig } from "./AgentConfig.js"
-import { readCertificate, readHostKey, requestFor, writeIssued } from "./ClientCertificate.js"
+import {
+  type CertificateRefused,
+  checkRenewed,
+  readCertificate,
+  readHostKey,
+  requestFor,
+  writeIssued
+} from "./ClientCertificate.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
+import { tryIdentity } from "./ControlPlaneHttp.js"
 import { type Shutdown, untilShutdown } from "./Shutdown.js"
 
 /** @since 0.1.0 */
@@ -25,7 +37,8 @@ export const RENEWAL_CHECK_INTERVAL = Duration.seconds(60)
 export const RENEWAL_RETRY_DELAY = Duration.seconds(30)
 
 /**
- * Renewal attempts, by `outcome` (`renewed`, `failed`).
+ * Renewal attempts, by `outcome` (`renewed`; `failed`: no certificate, or one that did not
+ * work; `refused`: a certificate that failed a check).
  *
  * @since 0.1.0
  */
@@ -57,7 +70,8 @@ export const remainingFraction = (
 export type RenewalCheck = "fresh" | "renewed"
 
 /**
- * One check: renews when less than `threshold` of the certificate's validity remains.
+ * One check: renews when less than `threshold` of the certificate's validity remains,
+ * installing the new certificate only once it passed `checkRenewed` and `tryIdentity`.
  *
  * @since 0.1.0
  */
@@ -77,9 +91,23 @@ export const checkRenewal = Effect.fn("CertificateRenewal.check")(function*(sett
   const key = yield* readHostKey(settings.keyFile)
   const csrPem = yield* requestFor(config.machineId, key)
   const renewed = yield* client.renew({ csrPem })
+  const { notAfter } = yield* checkRenewed({
+    certPem: renewed.certPem,
+    currentPem: current.pem,
+    caFile: config.caCert,
+    machineId: config.machineId,
+    key
+  })
+  const trial = yield* tryIdentity({
+    cert: renewed.certPem,
+    key: key.privateKey.export({ format: "pem", type: "pkcs8" }).toString()
+  })
+  if (trial._tag === "NotTried") {
+    yield* Effect.logInfo("the renewed certificate is not tried: plain http presents no client certificate")
+  }
   yield* writeIssued(settings.certFile, renewed.certPem, key)
   yield* Effect.logInfo("client certificate renewed").pipe(
-    Effect.annotateLogs({ certificate: settings.certFile, notAfter: renewed.notAfter.toISOString() })
+    Effect.annotateLogs({ certificate: settings.certFile, notAfter: notAfter.toISOString() })
   )
   return "renewed" satisfies RenewalCheck
 })
@@ -109,6 +137,16 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
             Effect.zipRight(Metric.increment(Metric.tagged(certificateRenewals, "outcome", "failed"))),
             Effect.as(RENEWAL_RETRY_DELAY)
           )
+      const refused = (error: CertificateRefused) =>
+        Effect.logError(
+          `renewed client certificate refused: it fails the ${error.check} check; keeping the current one, retrying in ${
+            Duration.format(RENEWAL_RETRY_DELAY)
+          }`
+        ).pipe(
+          Effect.annotateLogs({ check: error.check, reason: error.detail }),
+          Effect.zipRight(Metric.increment(Metric.tagged(certificateRenewals, "outcome", "refused"))),
+          Effect.as(RENEWAL_RETRY_DELAY)
+        )
       let wait: Duration.Duration | null = null
       const check = checkRenewal(settings).pipe(
         Effect.tap((outcome) =>
@@ -117,6 +155,7 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
             : Effect.void
         ),
         Effect.as(RENEWAL_CHECK_INTERVAL),
+        Effect.catchTag("CertificateRefused", refused),
         Effect.catchAll((error) => failed(error.message)),
         // Not even a bug in a library may stop renewal: the certificate would expire.
         Effect.catchAllDefect((defect) => failed(String(defect))),

@@ -3,13 +3,17 @@
  * renewal use them: the key is read from `--client-key` (in production the SSH host key,
  * the key the control plane has on record for the host), a CSR is signed with it, and an
  * issued certificate is written atomically with mode 0600 once it is known to certify it.
+ * A renewed certificate must also chain to the fleet CA, name this machine and be valid
+ * now: anything else would take the place of a certificate that works.
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs/promises"
 import { writeFileAtomic } from "./internal/atomicFile.js"
+import { type CertificateCheck, certificatesIn, renewalVerdict } from "./internal/certificateChecks.js"
 import {
   certificateRequest,
   type CertificateValidity,
@@ -52,16 +56,77 @@ export const readHostKey = (file: string): Effect.Effect<HostKey, CertificateErr
     }))
 
 /**
- * The validity of the certificate in `file`.
+ * A renewed certificate that must not replace the working one: `check` names the check it
+ * failed (`certificate`: not one; `chain`: not from the fleet CA; `machine`: its CN names
+ * another machine; `validity`: expired or not valid yet; `key`: not for our key).
  *
  * @since 0.1.0
  */
-export const readCertificate = (file: string): Effect.Effect<CertificateValidity, CertificateError> =>
+export class CertificateRefused extends Data.TaggedError("CertificateRefused")<{
+  readonly check: CertificateCheck
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `the renewed certificate fails the ${this.check} check: ${this.detail}`
+  }
+}
+
+/**
+ * The certificate in `file`: its PEM text and its validity.
+ *
+ * @since 0.1.0
+ */
+export const readCertificate = (
+  file: string
+): Effect.Effect<CertificateValidity & { readonly pem: string }, CertificateError> =>
   Effect.flatMap(readText(file, "client certificate"), (pem) =>
     Effect.try({
-      try: () => certificateValidity(pem),
+      try: () => ({ pem, ...certificateValidity(pem) }),
       catch: (error) => new CertificateError({ detail: `${file} is not a certificate: ${errorText(error)}` })
     }))
+
+/**
+ * Checks a renewed certificate before it may replace `currentPem`: it chains to the CA of
+ * `caFile` (without one: it has the current certificate's issuer, verified with that
+ * issuer's key when the current file holds its certificate), its CN names `machineId`, it
+ * is valid now (`notBefore` up to 60 s ahead) and it certifies `key`. Returns when it
+ * expires.
+ *
+ * @since 0.1.0
+ */
+export const checkRenewed = Effect.fn("ClientCertificate.checkRenewed")(function*(renewal: {
+  readonly certPem: string
+  readonly currentPem: string
+  readonly caFile: string | null
+  readonly machineId: string
+  readonly key: HostKey
+}) {
+  const caFile = renewal.caFile
+  const ca = caFile === null ? null : yield* Effect.flatMap(readText(caFile, "CA certificate"), (pem) =>
+    Effect.try({
+      try: () => {
+        const certificates = certificatesIn(pem)
+        if (certificates.length === 0) throw new Error("no PEM certificate in it")
+        return certificates
+      },
+      catch: (error) => new CertificateError({ detail: `invalid CA certificate ${caFile}: ${errorText(error)}` })
+    }))
+  const verdict = renewalVerdict({
+    certPem: renewal.certPem,
+    currentPem: renewal.currentPem,
+    ca,
+    machineId: renewal.machineId,
+    privateKey: renewal.key.privateKey,
+    now: new Date(yield* Clock.currentTimeMillis)
+  })
+  if (verdict._tag === "Refused") return yield* new CertificateRefused({ check: verdict.check, detail: verdict.detail })
+  if (verdict.chain === "issuer-name") {
+    yield* Effect.logWarning(
+      "the renewed certificate's chain could not be checked beyond its issuer name: no --ca-cert, and the current certificate file holds no issuer certificate"
+    )
+  }
+  return { notAfter: verdict.notAfter }
+})
 
 /**
  * A PEM CSR for `key` with CN = `machineId`.

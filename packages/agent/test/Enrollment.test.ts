@@ -336,7 +336,9 @@ describe("renewal fiber, against a scripted control plane", () => {
             AgentConfig.make({
               machineId: HOST,
               stateDir: dir,
-              controlPlaneUrl: "https://cp.example",
+              // Plain http presents no client certificate: there is nothing to try before
+              // installing one (RenewalChecks.test.ts tries them over mTLS).
+              controlPlaneUrl: "http://127.0.0.1:9",
               clientCert: certFile,
               clientKey: HOST_KEY_FILE,
               renewalThresholdFraction: threshold
@@ -414,6 +416,36 @@ describe("renewal fiber, against a scripted control plane", () => {
       const warnings = (yield* CapturedLogs.lines).filter((line) => line.startsWith("WARN"))
       expect(warnings).toHaveLength(2)
       expect(warnings[0]).toMatch(/client certificate renewal failed; retrying in 30s reason=.*HTTP 500/)
+    }).pipe(Effect.provide(captureLogs)))
+
+  it.scoped("a refused certificate is one ERROR naming the check, counted as refused and retried 30 s later; the working one stays", () =>
+    Effect.gen(function*() {
+      const expired = yield* Effect.promise(() => selfSigned(HOST_KEY, seconds(0), seconds(50)))
+      const renewedPem = yield* Effect.promise(() => selfSigned(HOST_KEY, seconds(60), seconds(1000)))
+      const refusedBefore = yield* renewedCount("refused")
+      const { calls, certFile } = yield* runFiber(0.5, {
+        renew: (index) => Effect.succeed({ certPem: index === 0 ? expired : renewedPem, notAfter: seconds(1000) })
+      })
+      const original = Fs.readFileSync(certFile)
+      yield* untilSleeping
+      yield* TestClock.adjust("60 seconds")
+      yield* Queue.take(calls)
+      yield* untilSleeping
+      expect(Fs.readFileSync(certFile).equals(original)).toBe(true)
+      expect((yield* renewedCount("refused")) - refusedBefore).toBe(1)
+      const errors = (yield* CapturedLogs.lines).filter((line) => line.startsWith("ERROR"))
+      expect(errors).toHaveLength(1)
+      expect(errors[0]).toMatch(
+        /^ERROR renewed client certificate refused: it fails the validity check; .* retrying in 30s /
+      )
+      expect(errors[0]).toContain("reason=it expired at 1970-01-01T00:00:50.000Z")
+      yield* TestClock.adjust("29 seconds")
+      expect(yield* Queue.size(calls)).toBe(0)
+      yield* TestClock.adjust("1 second")
+      yield* Queue.take(calls)
+      yield* untilSleeping
+      expect(Fs.readFileSync(certFile, "utf8")).toBe(renewedPem)
+      expect((yield* renewedCount("refused")) - refusedBefore).toBe(1)
     }).pipe(Effect.provide(captureLogs)))
 
   it.scoped("without a threshold there is no renewal fiber", () =>
