@@ -1,8 +1,10 @@
 /**
- * The agent's calls to the control plane, over `@effect/platform`'s `HttpClient` (which
- * `ControlPlaneHttp` provides with the fleet CA and the host's client certificate). Every
- * request carries `X-Nixfleet-Protocol: 1`; every answer's body is read up to a cap and
- * decoded through the proto schemas.
+ * The agent's calls to the control plane, over its own transport (`ControlPlaneTransport`,
+ * built from `ControlPlaneHttp` with the fleet CA and the host's client certificate; never
+ * an `HttpClient` found in the surrounding context). Every request carries
+ * `X-Nixfleet-Protocol: 1`; every answer's body is read up to a cap, pre-scanned for depth,
+ * size and control characters, and decoded through the proto schemas. Whatever the answer,
+ * the result is one of the typed errors below with a short, escaped detail.
  *
  * @since 0.1.0
  */
@@ -24,10 +26,11 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { AgentConfig } from "./AgentConfig.js"
+import { type ClientSetupError, ControlPlaneHttp, ControlPlaneHttpAnonymous } from "./ControlPlaneHttp.js"
 import { readBounded } from "./internal/boundedBody.js"
+import { decodeJson, type JsonRefused, safeText } from "./internal/boundedJson.js"
 
 /**
  * The protocol major this agent speaks; sent on every request as `X-Nixfleet-Protocol`.
@@ -159,6 +162,51 @@ const parseRetryAfter = (value: string | undefined): number | null => {
 
 const decodeText = (bytes: Uint8Array) => new TextDecoder("utf-8", { fatal: false }).decode(bytes)
 
+/** A refusal's body as it may be logged and stored: escaped, bounded. */
+const reasonText = (bytes: Uint8Array) => safeText(decodeText(bytes).trim(), REASON_BYTES)
+
+/** A count in a header: digits only, and exactly representable. */
+const headerCount = (value: string | undefined): number | null => {
+  if (value === undefined || !/^\d+$/.test(value.trim())) return null
+  const count = Number(value.trim())
+  return Number.isSafeInteger(count) ? count : null
+}
+
+const badBody = (request: string, error: JsonRefused): BadResponse =>
+  new BadResponse({
+    request,
+    detail: error.reason === "syntax"
+      ? "body is not JSON"
+      : error.reason === "limits"
+      ? `body refused: ${error.detail}`
+      : error.detail
+  })
+
+/**
+ * The HTTP client the control-plane client talks through. It is a service of its own, not
+ * the ambient `HttpClient`, so that a program embedding the agent cannot replace the
+ * agent's transport (its CA, its client certificate, its loopback-only rule for plain
+ * http) by having an `HttpClient` of its own in context.
+ *
+ * @since 0.1.0
+ */
+export class ControlPlaneTransport extends Context.Tag("@nixfleet/agent/ControlPlaneTransport")<
+  ControlPlaneTransport,
+  HttpClient.HttpClient
+>() {
+  /** The agent's transport: `ControlPlaneHttp` (the configured CA and client identity). */
+  static readonly layer: Layer.Layer<ControlPlaneTransport, ClientSetupError, AgentConfig> = Layer.effect(
+    ControlPlaneTransport,
+    HttpClient.HttpClient
+  ).pipe(Layer.provide(ControlPlaneHttp))
+
+  /** The transport for first-boot enrollment: `ControlPlaneHttpAnonymous` (no client certificate). */
+  static readonly layerAnonymous: Layer.Layer<ControlPlaneTransport, ClientSetupError, AgentConfig> = Layer.effect(
+    ControlPlaneTransport,
+    HttpClient.HttpClient
+  ).pipe(Layer.provide(ControlPlaneHttpAnonymous))
+}
+
 /**
  * @since 0.1.0
  */
@@ -171,8 +219,11 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
     Effect.gen(function*() {
       const config = yield* AgentConfig
       const base = config.controlPlaneUrl.replace(/\/+$/, "")
-      const client = (yield* HttpClient.HttpClient).pipe(
-        HttpClient.mapRequest(HttpClientRequest.setHeader("X-Nixfleet-Protocol", PROTOCOL_VERSION))
+      const client = (yield* ControlPlaneTransport).pipe(
+        HttpClient.mapRequest(HttpClientRequest.setHeader("X-Nixfleet-Protocol", PROTOCOL_VERSION)),
+        // Each request ends with its scope: a body left unread (an event's 2xx answer, the rest
+        // of an oversized one) is aborted rather than left holding a connection.
+        HttpClient.withScope
       )
 
       /** Runs a request, mapping every failure to the protocol's errors. */
@@ -193,8 +244,10 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
               new TransportError({ request: name, detail: `timed out after ${Duration.format(timeout)}` })
           }),
           Effect.catchTags({
-            RequestError: (error) => Effect.fail(new TransportError({ request: name, detail: error.message })),
-            ResponseError: (error) => Effect.fail(new TransportError({ request: name, detail: error.message }))
+            RequestError: (error) =>
+              Effect.fail(new TransportError({ request: name, detail: safeText(error.message) })),
+            ResponseError: (error) =>
+              Effect.fail(new TransportError({ request: name, detail: safeText(error.message) }))
           }),
           Effect.withSpan(`ControlPlaneClient ${name}`)
         )
@@ -211,7 +264,7 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
                 request: name,
                 status: response.status,
                 retryAfterSecs: parseRetryAfter(response.headers["retry-after"]),
-                body: decodeText(bytes).trim()
+                body: reasonText(bytes)
               })
             )
         )
@@ -222,19 +275,12 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
             ? Effect.fail(new BadResponse({ request: name, detail: `body larger than ${MAX_BODY_BYTES} bytes` }))
             : Effect.succeed(bytes))
 
-      const json = <A, I>(name: string, schema: Schema.Schema<A, I>, bytes: Uint8Array) =>
-        Effect.try({
-          try: (): unknown => JSON.parse(decodeText(bytes)),
-          catch: () => new BadResponse({ request: name, detail: "body is not JSON" })
-        }).pipe(
-          Effect.flatMap((value) =>
-            Schema.decodeUnknown(schema)(value).pipe(
-              Effect.mapError((error) =>
-                new BadResponse({ request: name, detail: ParseResult.TreeFormatter.formatErrorSync(error) })
-              )
-            )
-          )
-        )
+      const json = <A>(name: string, decode: (text: string) => Effect.Effect<A, JsonRefused>, text: string) =>
+        Effect.mapError(decode(text), (error) => badBody(name, error))
+      const heartbeatAnswer = decodeJson(HeartbeatResponse)
+      const dispatchAnswer = decodeJson(DispatchResponse)
+      const enrollAnswer = decodeJson(EnrollResponse)
+      const renewAnswer = decodeJson(RenewResponse)
 
       const postEvent: ControlPlaneClientService["postEvent"] = (args) => {
         // The stored event is already wire JSON: splice it in rather than parse and re-serialise.
@@ -256,7 +302,7 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
                   readBounded(response, REASON_BYTES),
                   () => ({ bytes: new Uint8Array(), truncated: false })
                 ),
-                ({ bytes }) => ({ status: response.status, body: decodeText(bytes) })
+                ({ bytes }) => ({ status: response.status, body: reasonText(bytes) })
               )
         ).pipe(
           Effect.catchTags({
@@ -277,13 +323,10 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
               response.status < 200 || response.status >= 300
                 ? statusError(name, response)
                 : Effect.flatMap(body(name, response), (bytes) =>
-                  Effect.map(json(name, HeartbeatResponse, bytes), (decoded) => {
-                    const replay = response.headers["x-nixfleet-replay-from"]
-                    return {
-                      response: decoded,
-                      replayFrom: replay !== undefined && /^\d+$/.test(replay.trim()) ? Number(replay) : null
-                    }
-                  }))
+                  Effect.map(json(name, heartbeatAnswer, decodeText(bytes)), (decoded) => ({
+                    response: decoded,
+                    replayFrom: headerCount(response.headers["x-nixfleet-replay-from"])
+                  })))
           ))
       }
 
@@ -301,7 +344,7 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
             return Effect.flatMap(body(name, response), (bytes) => {
               const text = decodeText(bytes).trim()
               // An empty body or a literal null also means "no work".
-              return text === "" || text === "null" ? Effect.succeed(null) : json(name, DispatchResponse, bytes)
+              return text === "" || text === "null" ? Effect.succeed(null) : json(name, dispatchAnswer, text)
             })
           }
         )
@@ -316,11 +359,11 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
         ]).pipe(Effect.map(([bytes, signature]) => ({ bytes, signature })))
 
       /** A JSON request answered 2xx with a JSON document (enroll, renew). */
-      const exchange = <A, I, B, J>(
+      const exchange = <A, I, B>(
         name: string,
         path: string,
         requestSchema: Schema.Schema<A, I>,
-        responseSchema: Schema.Schema<B, J>,
+        decodeAnswer: (text: string) => Effect.Effect<B, JsonRefused>,
         request: A
       ) =>
         Effect.flatMap(Schema.encode(requestSchema)(request).pipe(Effect.orDie), (encoded) =>
@@ -331,15 +374,15 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
             (response) =>
               response.status < 200 || response.status >= 300
                 ? statusError(name, response)
-                : Effect.flatMap(body(name, response), (bytes) => json(name, responseSchema, bytes))
+                : Effect.flatMap(body(name, response), (bytes) => json(name, decodeAnswer, decodeText(bytes)))
           ))
 
       return {
         postEvent,
         heartbeat,
         dispatch,
-        enroll: (request) => exchange("POST /v1/enroll", "/v1/enroll", EnrollRequest, EnrollResponse, request),
-        renew: (request) => exchange("POST /v1/agent/renew", "/v1/agent/renew", RenewRequest, RenewResponse, request),
+        enroll: (request) => exchange("POST /v1/enroll", "/v1/enroll", EnrollRequest, enrollAnswer, request),
+        renew: (request) => exchange("POST /v1/agent/renew", "/v1/agent/renew", RenewRequest, renewAnswer, request),
         fleetResolved: signed("GET /v1/fleet.resolved", "/v1/fleet.resolved"),
         rolloutManifest: (rolloutId) =>
           signed(`GET /v1/rollouts/${rolloutId}`, `/v1/rollouts/${encodeURIComponent(rolloutId)}`).pipe(

@@ -11,14 +11,12 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import { AgentConfig } from "./AgentConfig.js"
 import { type CertificateError, readHostKey, requestFor, writeIssued } from "./ClientCertificate.js"
-import { ControlPlaneClient, type ControlPlaneError } from "./ControlPlaneClient.js"
-import { ControlPlaneHttpAnonymous } from "./ControlPlaneHttp.js"
+import { ControlPlaneClient, type ControlPlaneError, ControlPlaneTransport } from "./ControlPlaneClient.js"
+import { decodeJson } from "./internal/boundedJson.js"
 import { publicKeyFingerprint } from "./internal/hostIdentity.js"
 
 /**
@@ -66,6 +64,8 @@ const isTransient = (error: ControlPlaneError): boolean =>
   error._tag === "TransportError" ||
   (error._tag === "StatusError" && error.status === 503 && error.body.includes("control plane not ready"))
 
+const decodeToken = decodeJson(BootstrapToken)
+
 /**
  * Reads and checks a bootstrap token file.
  *
@@ -79,12 +79,8 @@ export const readBootstrapToken = Effect.fn("Enrollment.readBootstrapToken")(fun
         detail: `cannot read the bootstrap token ${file}: ${error instanceof Error ? error.message : String(error)}`
       })
   })
-  return yield* Schema.decodeUnknown(Schema.parseJson(BootstrapToken))(text).pipe(
-    Effect.mapError((error) =>
-      new EnrollmentError({
-        detail: `${file} is not a bootstrap token: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
-      })
-    )
+  return yield* decodeToken(text).pipe(
+    Effect.mapError((error) => new EnrollmentError({ detail: `${file} is not a bootstrap token: ${error.detail}` }))
   )
 })
 
@@ -166,7 +162,8 @@ export const enrollAnonymously = (files: {
   readonly tokenFile: string
   readonly keyFile: string
   readonly certFile: string
-}) => enroll(files).pipe(Effect.provide(ControlPlaneClient.layer.pipe(Layer.provide(ControlPlaneHttpAnonymous))))
+}) =>
+  enroll(files).pipe(Effect.provide(ControlPlaneClient.layer.pipe(Layer.provide(ControlPlaneTransport.layerAnonymous))))
 
 /**
  * Enrolls when it is due (see `pendingEnrollment`). Returns whether it enrolled.

@@ -57,7 +57,12 @@ export const classify = (status: number): Verdict => {
   return "retry"
 }
 
-class Retry extends Data.TaggedError("Retry")<{ readonly reason: string }> {}
+class Retry extends Data.TaggedError("Retry")<{ readonly reason: string }> {
+  // What the retry log line and the outbox's last error say.
+  override get message(): string {
+    return this.reason
+  }
+}
 
 /**
  * One attempt: POST the row and act on the answer. A dead-lettered row is moved at once; a

@@ -1,4 +1,3 @@
-import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Layer } from "effect"
 import * as Fs from "node:fs"
@@ -7,7 +6,7 @@ import type { AddressInfo } from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { AgentConfig } from "../src/AgentConfig.js"
-import { ControlPlaneClient, MAX_BODY_BYTES } from "../src/ControlPlaneClient.js"
+import { ControlPlaneClient, ControlPlaneTransport, MAX_BODY_BYTES } from "../src/ControlPlaneClient.js"
 import { ControlPlaneHttp, isLoopback } from "../src/ControlPlaneHttp.js"
 import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 
@@ -20,7 +19,7 @@ const withClient = <A, E>(
     return yield* Effect.provide(
       body(fake),
       ControlPlaneClient.layer.pipe(
-        Layer.provide(NodeHttpClient.layerUndici),
+        Layer.provide(ControlPlaneTransport.layer),
         Layer.provide(AgentConfig.make({ machineId: "web-01", stateDir: "/nonexistent", controlPlaneUrl: fake.url }))
       )
     )
@@ -126,7 +125,7 @@ describe("ControlPlaneClient", () => {
       const result = yield* Effect.provide(
         Effect.flatMap(ControlPlaneClient, (client) => Effect.either(client.dispatch(0))),
         ControlPlaneClient.layer.pipe(
-          Layer.provide(NodeHttpClient.layerUndici),
+          Layer.provide(ControlPlaneTransport.layer),
           Layer.provide(AgentConfig.make({ machineId: "web-01", stateDir: "/nonexistent", controlPlaneUrl: url }))
         )
       )

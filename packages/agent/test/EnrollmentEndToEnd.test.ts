@@ -14,8 +14,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { AgentConfig, type AgentConfigShape } from "../src/AgentConfig.js"
-import { ControlPlaneClient } from "../src/ControlPlaneClient.js"
-import { ControlPlaneHttp } from "../src/ControlPlaneHttp.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
 import { enrollAnonymously, enrollIfNeeded } from "../src/Enrollment.js"
 import { writeFileAtomic } from "../src/internal/atomicFile.js"
 import { eventually, startAgent, stateDirectory } from "./support/agentHarness.js"
@@ -337,7 +336,7 @@ describe("renewal against the TLS dev control plane", () => {
         const first = yield* cp.issueClientCertificate(HOST, HOST_SPKI)
         Fs.writeFileSync(certFile, first, { mode: 0o600 })
         const layer = ControlPlaneClient.layer.pipe(
-          Layer.provide(ControlPlaneHttp),
+          Layer.provide(ControlPlaneTransport.layer),
           Layer.provideMerge(AgentConfig.make(config)),
           Layer.provideMerge(captureLogs)
         )

@@ -1,9 +1,8 @@
-import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { AgentEvent } from "@nixfleet/proto"
 import { Effect, Layer, Ref, Schema } from "effect"
 import { AgentConfig } from "../src/AgentConfig.js"
-import { ControlPlaneClient } from "../src/ControlPlaneClient.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
 import { classify, OutboundSender } from "../src/OutboundSender.js"
 import { Outbox } from "../src/Outbox.js"
 import { Shutdown } from "../src/Shutdown.js"
@@ -39,7 +38,7 @@ const withSender = <A, E>(
     const fake = yield* fakeControlPlane(script)
     const layer = OutboundSender.pipe(
       Layer.provide(ControlPlaneClient.layer),
-      Layer.provide(NodeHttpClient.layerUndici),
+      Layer.provide(ControlPlaneTransport.layer),
       Layer.provideMerge(memoryOutboxLayer),
       Layer.provide(Shutdown.layer),
       Layer.provideMerge(AgentConfig.make(testConfig({ controlPlaneUrl: `${fake.url}/` })))

@@ -2,7 +2,7 @@
  * The runtime end to end, through the durable SQLite outbox, against an in-process HTTP
  * server standing in for the control plane.
  */
-import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { NodeContext } from "@effect/platform-node"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import {
@@ -64,7 +64,7 @@ const runtime = (
   env: Record<string, string>
 ) =>
   AgentRuntime.layer({ config: testConfig({ stateDir, controlPlaneUrl: url }) }).pipe(
-    Layer.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici, ActivationPipeline.scripted(pipeline))),
+    Layer.provide(Layer.mergeAll(NodeContext.layer, ActivationPipeline.scripted(pipeline))),
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
   )
 
@@ -163,7 +163,7 @@ describe("AgentRuntime", () => {
           ])
         )
         const layer = AgentRuntime.layer().pipe(
-          Layer.provide(Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici, ActivationPipeline.scripted())),
+          Layer.provide(Layer.mergeAll(NodeContext.layer, ActivationPipeline.scripted())),
           Layer.provide(Layer.setConfigProvider(provider))
         )
         const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.supervised(supervisor))

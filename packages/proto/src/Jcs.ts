@@ -178,9 +178,20 @@ export const canonicalizeEither = (value: unknown): Either.Either<string, JcsErr
 }
 
 /**
+ * The engine's syntax-error message quotes the text, which comes from the network: its
+ * control characters are escaped so that a reason never carries terminal escapes.
+ */
+const escapeControls = (message: string): string =>
+  message.replace(
+    // eslint-disable-next-line no-control-regex
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`
+  )
+
+/**
  * The RFC 8785 canonical form of a JSON text: `JSON.parse` (duplicate keys: the last one
- * wins, as in serde_json), then {@link canonicalizeEither}. A syntax error is a `JcsError`
- * at `$`.
+ * wins, as in serde_json), then {@link canonicalizeEither}. A syntax error, or a text the
+ * engine cannot hold parsed, is a `JcsError` at `$`: whatever the text, nothing is thrown.
  *
  * @since 0.1.0
  */
@@ -189,8 +200,14 @@ export const canonicalizeTextEither = (text: string): Either.Either<string, JcsE
   try {
     value = JSON.parse(text)
   } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error
-    return Either.left(new JcsError({ path: "$", reason: `not JSON: ${error.message}` }))
+    return Either.left(
+      new JcsError({
+        path: "$",
+        reason: error instanceof SyntaxError
+          ? `not JSON: ${escapeControls(error.message)}`
+          : "the engine cannot parse this text (too large or too deeply nested)"
+      })
+    )
   }
   return canonicalizeEither(value)
 }

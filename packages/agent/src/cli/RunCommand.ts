@@ -24,7 +24,6 @@ import * as Fs from "node:fs/promises"
 import { ActivationPipelineLive } from "../ActivationPipelineLive.js"
 import { AgentConfig } from "../AgentConfig.js"
 import { AgentRuntime, runUntilShutdown } from "../AgentRuntime.js"
-import { ControlPlaneHttp } from "../ControlPlaneHttp.js"
 import { enrollAnonymously, ENROLLMENT_RETRY_INTERVAL, pendingEnrollment } from "../Enrollment.js"
 import { parseListen } from "../MetricsExporter.js"
 import { PipelineConfig } from "../PipelineConfig.js"
@@ -44,6 +43,9 @@ import { type PipelineOptions, pipelineOptions } from "./PipelineOptions.js"
  * @since 0.1.0
  */
 export const EXIT_CONFIG = 78
+
+/** The reference binary's `--compliance-gate-mode` values. */
+const COMPLIANCE_GATE_MODES = ["disabled", "permissive", "enforce", "auto"] as const
 
 const text = (name: string, env: string) => Options.text(name).pipe(Options.withFallbackConfig(Config.string(env)))
 const optionalText = (name: string, env: string) => text(name, env).pipe(Options.optional)
@@ -114,8 +116,54 @@ const runOptions = {
   ),
   metricsTextfile: optionalText("metrics-textfile", "NIXFLEET_AGENT_METRICS_TEXTFILE").pipe(
     Options.withDescription("also write the metrics to this node_exporter textfile (*.prom), every 15 s")
+  ),
+  // The reference binary's flags that have no counterpart here, accepted so that its
+  // command line (and its modules' units) start this agent unchanged; see ignoredFlags.
+  pollInterval: Options.integer("poll-interval").pipe(
+    Options.withFallbackConfig(Config.integer("NIXFLEET_AGENT_POLL_INTERVAL")),
+    Options.withSchema(
+      Schema.Int.pipe(Schema.nonNegative({ message: () => "--poll-interval must be seconds (>= 0)" }))
+    ),
+    Options.optional,
+    Options.withDescription("accepted for the reference agent's command line; no effect (see the README)")
+  ),
+  complianceGateMode: Options.choice("compliance-gate-mode", COMPLIANCE_GATE_MODES).pipe(
+    Options.withFallbackConfig(Config.literal(...COMPLIANCE_GATE_MODES)("NIXFLEET_AGENT_COMPLIANCE_GATE_MODE")),
+    Options.optional,
+    Options.withDescription("accepted for the reference agent's command line; no effect (see the README)")
   )
 }
+
+/**
+ * One warning per reference flag that was given (on the command line or in its environment
+ * variable) but means nothing here, naming it and why.
+ *
+ * - `--poll-interval`: the reference's v0.1 loop polled the control plane every N seconds;
+ *   this agent long-polls for dispatches (the control plane's wait is the pace) and sends
+ *   its heartbeat every 60 s, the interval the control plane's liveness expects.
+ * - `--compliance-gate-mode`: compliance is gated by the `evidence` probes of the health
+ *   checks file, each with its own mode (enforce, observe, disabled), not by one flag.
+ */
+const ignoredFlags = (options: {
+  readonly pollInterval: Option.Option<number>
+  readonly complianceGateMode: Option.Option<string>
+}) =>
+  Effect.all([
+    Option.match(options.pollInterval, {
+      onNone: () => Effect.void,
+      onSome: (value) =>
+        Effect.logWarning(
+          "--poll-interval (NIXFLEET_AGENT_POLL_INTERVAL) has no effect: dispatches are long-polled and the heartbeat runs every 60 s"
+        ).pipe(Effect.annotateLogs({ flag: "--poll-interval", value }))
+    }),
+    Option.match(options.complianceGateMode, {
+      onNone: () => Effect.void,
+      onSome: (value) =>
+        Effect.logWarning(
+          "--compliance-gate-mode (NIXFLEET_AGENT_COMPLIANCE_GATE_MODE) has no effect: compliance is gated by the evidence probes of the health checks file, each with its own mode"
+        ).pipe(Effect.annotateLogs({ flag: "--compliance-gate-mode", value }))
+    })
+  ], { discard: true })
 
 type RunOptions =
   & { readonly [K in keyof typeof runOptions]: (typeof runOptions)[K] extends Options.Options<infer A> ? A : never }
@@ -251,16 +299,14 @@ export const runCommand = Command.make(
   { ...runOptions, ...pipelineOptions },
   (options) =>
     Effect.gen(function*() {
+      yield* ignoredFlags(options)
       const trust = yield* Effect.either(checkTrustFile(options.trustFile))
       if (trust._tag === "Left") return yield* configurationError(trust.left.replace(/\s+/g, " "))
       const claimed = yield* Effect.either(claimStatusSocket(options.stateDir))
       if (claimed._tag === "Left") return yield* configurationError(claimed.left.message)
       const runtime = StatusServer.pipe(
         Layer.provideMerge(AgentRuntime.layer()),
-        Layer.provide(Layer.mergeAll(
-          ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer)),
-          ControlPlaneHttp.pipe(Layer.provide(AgentConfig.layer))
-        )),
+        Layer.provide(ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer))),
         Layer.provide(NodeContext.layer)
       )
       const stopRequested = yield* stopSignals

@@ -10,9 +10,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Layer from "effect/Layer"
 import { ActivationPipelineLive } from "../ActivationPipelineLive.js"
-import { AgentConfig } from "../AgentConfig.js"
 import { AgentRuntime } from "../AgentRuntime.js"
-import { ControlPlaneHttp } from "../ControlPlaneHttp.js"
 import { PipelineConfig } from "../PipelineConfig.js"
 import { StatusServer } from "../StatusServer.js"
 import { HOSTNAME } from "./DemoHost.js"
@@ -70,10 +68,7 @@ export const agentLayer = (environment: Environment) =>
   // The status socket too, so `nixfleet-agent status --state-dir <sandbox>/state` answers live.
   StatusServer.pipe(
     Layer.provideMerge(AgentRuntime.layer()),
-    Layer.provide(Layer.mergeAll(
-      ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer)),
-      ControlPlaneHttp.pipe(Layer.provide(AgentConfig.layer))
-    )),
+    Layer.provide(ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer))),
     Layer.provide(withEnvironment(environment)),
     Layer.provide(NodeContext.layer)
   )

@@ -1,15 +1,15 @@
 /**
  * An agent runtime in process against a dev control plane, for end-to-end tests.
  */
+import type { HttpClient } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { ConfigProvider, type Context, Effect, Exit, Layer, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { ActivationPipeline, type ActivationPipelineService } from "../../src/ActivationPipeline.js"
-import { AgentConfig, type AgentConfigShape, defaults } from "../../src/AgentConfig.js"
+import { type AgentConfigShape, defaults } from "../../src/AgentConfig.js"
 import { AgentRuntime, type AgentRuntimeServices } from "../../src/AgentRuntime.js"
-import { ControlPlaneHttp } from "../../src/ControlPlaneHttp.js"
 import { CapturedLogs, captureLogs } from "./logs.js"
 
 export interface RunningAgent {
@@ -36,6 +36,8 @@ export const startAgent = (
     readonly testMode?: boolean
     /** More settings for the agent's `ConfigProvider` (e.g. `NIXFLEET_AGENT_METRICS_LISTEN`). */
     readonly env?: Readonly<Record<string, string>>
+    /** An `HttpClient` of the program embedding the agent, in the runtime's context. */
+    readonly ambientHttpClient?: Layer.Layer<HttpClient.HttpClient>
   } = {}
 ) =>
   Effect.gen(function*() {
@@ -52,8 +54,8 @@ export const startAgent = (
     const layer = AgentRuntime.layer({ config: full }).pipe(
       Layer.provide(Layer.mergeAll(
         NodeContext.layer,
-        ControlPlaneHttp.pipe(Layer.provide(AgentConfig.make(full))),
-        options.pipeline ?? ActivationPipeline.scripted(options.script ?? {})
+        options.pipeline ?? ActivationPipeline.scripted(options.script ?? {}),
+        options.ambientHttpClient ?? Layer.empty
       )),
       Layer.provideMerge(captureLogs),
       Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(env)))
