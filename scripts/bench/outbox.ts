@@ -11,10 +11,12 @@
  *
  *   npm run bench -- outbox-enqueue outbox-drain
  */
-import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { NodeContext } from "@effect/platform-node"
 import {
   AgentConfig,
   ControlPlaneClient,
+  ControlPlaneTransport,
+  HostLedger,
   OutboundSender,
   Outbox,
   Reducer,
@@ -74,7 +76,7 @@ const topology = (at: Date) => ({
 const throughReducer = (): Promise<number> => {
   const dir = tempDir()
   const layer = Reducer.layer.pipe(
-    Layer.provideMerge(Outbox.layer),
+    Layer.provideMerge(Layer.merge(Outbox.layer, HostLedger.layerMemory)),
     Layer.provideMerge(Layer.mergeAll(RuntimeChannels.layer(), Shutdown.layer, config(dir))),
     Layer.provide(NodeContext.layer)
   )
@@ -212,7 +214,7 @@ export const benchOutboxDrain = async (): Promise<void> => {
   }, 50)
   const layer = OutboundSender.pipe(
     Layer.provide(ControlPlaneClient.layer),
-    Layer.provide(NodeHttpClient.layerUndici),
+    Layer.provide(ControlPlaneTransport.layer),
     Layer.provideMerge(Outbox.layer),
     Layer.provide(Shutdown.layer),
     Layer.provide(Layer.merge(config(dir, url), NodeContext.layer))

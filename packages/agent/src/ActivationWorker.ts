@@ -4,6 +4,8 @@
  *
  * @since 0.1.0
  */
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
 import { ClosureName } from "@nixfleet/proto"
 import type { LocalEvent } from "@nixfleet/state-machine"
 import * as Cause from "effect/Cause"
@@ -23,7 +25,10 @@ import {
   type RolledBack
 } from "./ActivationPipeline.js"
 import { activationResult, rollbackResult } from "./cli/ActivationResult.js"
+import { HostLedger } from "./HostLedger.js"
 import { activationDuration, activations } from "./Metrics.js"
+import { profileGenerations } from "./phases/Profile.js"
+import { systemProfileConfig } from "./PipelineConfig.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
@@ -104,6 +109,24 @@ export const activationEvent = (
   }
 }
 
+/**
+ * Where the reducer may send a rollback: the closure this agent read as running before it
+ * switched for that rollout (recorded in the host ledger before the switch), or one of the
+ * system profile's generations. A closure named only by the control plane (a snapshot is
+ * unsigned) is neither; null when the target is allowed, else why not.
+ */
+const rollbackRefusal = Effect.fn("ActivationWorker.checkRollback")(function*(intent: ActivationIntent) {
+  const ledger = yield* HostLedger
+  const recorded = yield* ledger.switchOf(intent.rolloutId)
+  if (recorded !== undefined && recorded.previous === intent.closure) return null
+  const profile = yield* systemProfileConfig.pipe(Effect.orElseSucceed(() => "/nix/var/nix/profiles/system"))
+  const generations = yield* profileGenerations(profile).pipe(Effect.orElseSucceed((): Array<string> => []))
+  if (generations.includes(intent.closure)) return null
+  return `refusing to roll back to ${JSON.stringify(intent.closure)}: it is neither the closure this host ran before ` +
+    `switching for this rollout (${recorded?.previous ?? "none recorded"}) nor a generation of ${profile}; ` +
+    "the host stays Failed"
+})
+
 const runIntent = (intent: ActivationIntent) =>
   Effect.gen(function*() {
     const reducer = yield* Reducer
@@ -113,6 +136,11 @@ const runIntent = (intent: ActivationIntent) =>
     // Rollbacks come from Failed, where Activating events are illegal: never report "started" for them.
     if (!intent.rollback) {
       yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
+    }
+
+    if (intent.rollback) {
+      const refusal = yield* rollbackRefusal(intent)
+      if (refusal !== null) return yield* Effect.logError(refusal)
     }
 
     const testMode = yield* activationTestMode.pipe(Effect.orElseSucceed(() => false))
@@ -198,7 +226,9 @@ const runIntent = (intent: ActivationIntent) =>
 export const ActivationWorker = Layer.scopedDiscard(
   Effect.gen(function*() {
     const channels = yield* RuntimeChannels
-    const context = yield* Effect.context<Reducer | ActivationPipeline>()
+    const context = yield* Effect.context<
+      Reducer | ActivationPipeline | HostLedger | FileSystem.FileSystem | Path.Path
+    >()
     yield* Effect.forkScoped(
       drainUntilShutdown(channels.activationIntents, (intent) =>
         runIntent(intent).pipe(

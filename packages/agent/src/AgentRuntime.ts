@@ -9,7 +9,6 @@
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as FileSystem from "@effect/platform/FileSystem"
-import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as Path from "@effect/platform/Path"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -26,8 +25,10 @@ import { AdvanceTicker } from "./AdvanceTicker.js"
 import { AgentConfig, type AgentConfigShape } from "./AgentConfig.js"
 import { AgentStatus, type AgentStatusService, markRunning } from "./AgentStatus.js"
 import { CertificateRenewal } from "./CertificateRenewal.js"
-import { ControlPlaneClient } from "./ControlPlaneClient.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "./ControlPlaneClient.js"
+import type { ClientSetupError } from "./ControlPlaneHttp.js"
 import { BootRecovery, Heartbeat } from "./Heartbeat.js"
+import { HostLedger, type HostLedgerError } from "./HostLedger.js"
 import { Longpoll } from "./Longpoll.js"
 import { ManifestCache } from "./ManifestCache.js"
 import { ManifestPoll } from "./ManifestPoll.js"
@@ -65,14 +66,15 @@ export interface AgentRuntimeService {
 }
 
 /**
- * What the runtime needs from its host program: the activation pipeline, an HTTP client
- * for the control plane, and the platform (file system, paths, processes).
+ * What the runtime needs from its host program: the activation pipeline and the platform
+ * (file system, paths, processes). Not an HTTP client: the runtime builds its own
+ * transport to the control plane from its configuration (`ControlPlaneTransport.layer`),
+ * and an `HttpClient` in the embedding program's context is never used for it.
  *
  * @since 0.1.0
  */
 export type AgentRuntimeRequirements =
   | ActivationPipeline
-  | HttpClient.HttpClient
   | FileSystem.FileSystem
   | Path.Path
   | CommandExecutor.CommandExecutor
@@ -86,6 +88,7 @@ export type AgentRuntimeServices =
   | AgentRuntime
   | Reducer
   | Outbox
+  | HostLedger
   | RuntimeChannels
   | Shutdown
   | AgentConfig
@@ -100,7 +103,7 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     options: AgentRuntimeOptions = {}
   ): Layer.Layer<
     AgentRuntimeServices,
-    OutboxError | ConfigError.ConfigError | MetricsExporterError,
+    OutboxError | HostLedgerError | ConfigError.ConfigError | MetricsExporterError | ClientSetupError,
     AgentRuntimeRequirements
   > => {
     const config = options.config === undefined ? AgentConfig.layer : AgentConfig.make(options.config)
@@ -109,9 +112,12 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
       RuntimeChannels.layer(options.capacities ?? defaultCapacities),
       StatusBoard.layer
     )
-    const storage = Outbox.layer
+    const storage = Layer.merge(Outbox.layer, HostLedger.layer)
     const core = AgentStatus.layer.pipe(Layer.provideMerge(Reducer.layer), Layer.provideMerge(storage))
-    const controlPlane = ManifestCache.layer.pipe(Layer.provideMerge(ControlPlaneClient.layer))
+    const controlPlane = ManifestCache.layer.pipe(
+      Layer.provideMerge(ControlPlaneClient.layer),
+      Layer.provide(ControlPlaneTransport.layer)
+    )
     // Boot recovery is built first: its snapshots reach the reducer before any worker input.
     const workers = Layer.mergeAll(
       ActivationWorker,

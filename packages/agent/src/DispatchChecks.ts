@@ -9,6 +9,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Schema from "effect/Schema"
+import { HostLedger } from "./HostLedger.js"
 import { ManifestCache } from "./ManifestCache.js"
 
 /**
@@ -24,6 +25,7 @@ export class DispatchRefused extends Data.TaggedError("DispatchRefused")<{
     | "not-in-manifest"
     | "target-mismatch"
     | "invalid-closure"
+    | "downgrade"
   readonly detail: string
 }> {
   override get message(): string {
@@ -42,13 +44,16 @@ export const refusedDispatches = Metric.counter("nixfleet_agent_dispatches_refus
 })
 
 /**
- * A dispatch that passed: the verified target and the control plane's soak deadline.
+ * A dispatch that passed: the verified target, this host's wave in the signed manifest,
+ * and the control plane's soak deadline (unsigned: the reducer bounds it by the wave's
+ * signed soak time).
  *
  * @since 0.1.0
  */
 export interface AcceptedDispatch {
   readonly rolloutId: RolloutId
   readonly targetClosure: ClosureName
+  readonly waveIndex: number
   readonly soakDueAt: Date
 }
 
@@ -58,8 +63,11 @@ const isClosureName = Schema.is(ClosureName)
 /**
  * The checks, in order: the dispatch is for this host; its rollout id is well formed (it
  * becomes a URL and a cache file name); the rollout manifest verifies (signature, identity
- * `channel@channelRef`, freshness with the configured window); this host's `hostSet` entry
- * names the dispatched closure; the closure is a Nix store basename.
+ * `channel@channelRef`, freshness with the configured window); it is not older than the
+ * newest manifest this host accepted on the channel (a replayed, still fresh manifest
+ * must not take the host back); this host's `hostSet` entry names the dispatched
+ * closure; the closure is a Nix store basename. The accepted manifest is then recorded
+ * as the channel's newest.
  *
  * @since 0.1.0
  */
@@ -78,6 +86,16 @@ export const checkDispatch = (dispatch: DispatchResponse, machineId: string) =>
     const manifest = yield* Effect.flatMap(ManifestCache, (cache) => cache.rollout(rolloutId)).pipe(
       Effect.mapError((error) => new DispatchRefused({ reason: "manifest", detail: error.message }))
     )
+    const ledger = yield* HostLedger
+    const signedAt = manifest.meta.signedAt
+    const newest = yield* ledger.newestManifest(manifest.channel)
+    if (newest !== undefined && signedAt !== null && signedAt.getTime() < newest.signedAt.getTime()) {
+      return yield* new DispatchRefused({
+        reason: "downgrade",
+        detail:
+          `${rolloutId} was signed at ${signedAt.toISOString()}, before ${newest.id} (${newest.signedAt.toISOString()}), which this host already accepted on channel ${manifest.channel}`
+      })
+    }
     const entry = manifest.hostSet.find((host) => host.hostname === machineId)
     if (entry === undefined) {
       return yield* new DispatchRefused({
@@ -95,7 +113,20 @@ export const checkDispatch = (dispatch: DispatchResponse, machineId: string) =>
     if (!isClosureName(target)) {
       return yield* new DispatchRefused({ reason: "invalid-closure", detail: JSON.stringify(target) })
     }
-    return { rolloutId, targetClosure: target, soakDueAt: dispatch.soakDueAt } satisfies AcceptedDispatch
+    if (signedAt !== null) {
+      // Not recording only weakens the protection against a later replay; the dispatch itself is sound.
+      yield* ledger.acceptManifest(manifest.channel, { id: rolloutId, signedAt }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logError(`${error.message}; a replay of an older manifest would not be refused`)
+        )
+      )
+    }
+    return {
+      rolloutId,
+      targetClosure: target,
+      waveIndex: entry.waveIndex,
+      soakDueAt: dispatch.soakDueAt
+    } satisfies AcceptedDispatch
   }).pipe(
     Effect.tapError((refused) =>
       Effect.zipRight(

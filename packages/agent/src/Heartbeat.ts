@@ -27,6 +27,15 @@ export const HEARTBEAT_INTERVAL = Duration.seconds(60)
 const isRolloutId = Schema.is(RolloutId)
 
 /**
+ * The most snapshots one answer may carry. The control plane sends one per active rollout
+ * of this host, a handful at most; an answer with more is refused whole rather than merged
+ * (a hostile one pinned a core and grew memory by the gigabyte with 15,000 per answer).
+ *
+ * @since 0.1.0
+ */
+export const MAX_SNAPSHOTS_PER_ANSWER = 64
+
+/**
  * One heartbeat: `{hostname, current_closure, at}` (never a rollout id, so that the control
  * plane answers with every active record). Returns the snapshots that are usable: a
  * snapshot whose rollout id is not well formed never reaches a file name.
@@ -48,8 +57,15 @@ export const sendHeartbeat = (timeout: Duration.DurationInput) =>
         `the control plane asks for a replay from seq ${answer.replayFrom}; snapshots will rehydrate`
       )
     }
+    const snapshots = answer.response.bootstrapRollouts
+    if (snapshots.length > MAX_SNAPSHOTS_PER_ANSWER) {
+      yield* Effect.logError(
+        `heartbeat answer refused: ${snapshots.length} snapshots, at most ${MAX_SNAPSHOTS_PER_ANSWER} are accepted`
+      )
+      return []
+    }
     const usable: Array<HostRolloutSnapshot> = []
-    for (const snapshot of answer.response.bootstrapRollouts) {
+    for (const snapshot of snapshots) {
       if (isRolloutId(snapshot.rolloutId)) usable.push(snapshot)
       else {yield* Effect.logWarning(
           `ignoring a snapshot with an invalid rollout id ${JSON.stringify(snapshot.rolloutId)}`

@@ -14,6 +14,7 @@ import * as Option from "effect/Option"
 import { AgentConfig } from "./AgentConfig.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
 import { checkDispatch } from "./DispatchChecks.js"
+import type { HostLedger } from "./HostLedger.js"
 import { currentClosure } from "./internal/currentClosure.js"
 import { retryControlPlane } from "./internal/retry.js"
 import type { ManifestCache } from "./ManifestCache.js"
@@ -48,6 +49,7 @@ export const handleDispatch = (dispatch: DispatchResponse) =>
     )
     yield* reducer.offer(ReducerInput.HostEvent({
       rolloutId: accepted.right.rolloutId,
+      waveIndex: accepted.right.waveIndex,
       event: {
         _tag: "LocalActivate",
         // The live closure, not the target (the reference agent sent the target): this is the rollback target.
@@ -66,13 +68,13 @@ export const handleDispatch = (dispatch: DispatchResponse) =>
 export const Longpoll: Layer.Layer<
   never,
   never,
-  AgentConfig | ControlPlaneClient | ManifestCache | Reducer | Shutdown | FileSystem.FileSystem
+  AgentConfig | ControlPlaneClient | ManifestCache | HostLedger | Reducer | Shutdown | FileSystem.FileSystem
 > = Layer.scopedDiscard(
   Effect.gen(function*() {
     const shutdown = yield* Shutdown
     const client = yield* ControlPlaneClient
     const context = yield* Effect.context<
-      AgentConfig | ControlPlaneClient | ManifestCache | Reducer | FileSystem.FileSystem
+      AgentConfig | ControlPlaneClient | ManifestCache | HostLedger | Reducer | FileSystem.FileSystem
     >()
     const loop = Effect.gen(function*() {
       while (!(yield* Deferred.isDone(shutdown))) {

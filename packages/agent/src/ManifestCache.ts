@@ -19,13 +19,14 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
 import { ControlPlaneClient, type ControlPlaneError } from "./ControlPlaneClient.js"
+import { HostLedger } from "./HostLedger.js"
 import { writeFileAtomic } from "./internal/atomicFile.js"
+import { formatParseError } from "./internal/boundedJson.js"
 
 /**
  * Why an artifact could not be obtained: the reason is the one logged with a refused
@@ -42,6 +43,7 @@ export class ManifestError extends Data.TaggedError("ManifestError")<{
     | "identity"
     | "schema"
     | "fleet-mismatch"
+    | "downgrade"
   readonly detail: string
 }> {
   override get message(): string {
@@ -85,7 +87,7 @@ const readTrust = (file: string) =>
         Effect.mapError((error) =>
           new ManifestError({
             reason: "trust-file",
-            detail: `${file}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+            detail: `${file}: ${formatParseError(error)}`
           })
         )
       )
@@ -104,6 +106,7 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
     Effect.gen(function*() {
       const config = yield* AgentConfig
       const client = yield* ControlPlaneClient
+      const ledger = yield* HostLedger
 
       /** Verifies bytes + signature with the trust file as it is now. */
       const verify = (bytes: Uint8Array, signature: Uint8Array) =>
@@ -142,7 +145,7 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
           Effect.mapError((error) =>
             new ManifestError({
               reason: "schema",
-              detail: `${what}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+              detail: `${what}: ${formatParseError(error)}`
             })
           )
         )
@@ -185,6 +188,21 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
         Effect.gen(function*() {
           const verified = yield* verify(bytes, signature)
           const fleet = yield* decode(FleetResolved, verified.json, "fleet.resolved")
+          // An older fleet, however fresh, would bring back older rollout policies.
+          const signedAt = fleet.meta.signedAt
+          const newest = yield* ledger.newestFleet
+          if (signedAt !== null && newest !== undefined && signedAt.getTime() < newest.signedAt.getTime()) {
+            return yield* new ManifestError({
+              reason: "downgrade",
+              detail:
+                `fleet.resolved signed at ${signedAt.toISOString()} is older than the one accepted (${newest.signedAt.toISOString()})`
+            })
+          }
+          if (signedAt !== null) {
+            yield* ledger.acceptFleet({ id: verified.sha256, signedAt }).pipe(
+              Effect.catchAll((error) => Effect.logError(`${error.message}; an older fleet would not be refused`))
+            )
+          }
           return { fleet, hash: verified.sha256 }
         })
 

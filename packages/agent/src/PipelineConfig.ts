@@ -56,6 +56,16 @@ const positive = (name: string, fallback: number, max?: number) =>
   )
 
 /**
+ * The system profile alone (the activation worker checks rollback targets against its
+ * generations).
+ *
+ * @since 0.1.0
+ */
+export const systemProfileConfig: Config.Config<string> = Config.nonEmptyString("NIXFLEET_AGENT_SYSTEM_PROFILE").pipe(
+  Config.withDefault("/nix/var/nix/profiles/system")
+)
+
+/**
  * The pipeline configuration, from `NIXFLEET_AGENT_*` keys of the current `ConfigProvider`.
  *
  * @since 0.1.0
@@ -64,9 +74,7 @@ export const pipelineConfig: Config.Config<PipelineConfigShape> = Config.all({
   currentSystemPath: Config.nonEmptyString("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH").pipe(
     Config.withDefault("/run/current-system")
   ),
-  systemProfile: Config.nonEmptyString("NIXFLEET_AGENT_SYSTEM_PROFILE").pipe(
-    Config.withDefault("/nix/var/nix/profiles/system")
-  ),
+  systemProfile: systemProfileConfig,
   switchMethod: Config.literal("systemd-run", "direct", "darwin")("NIXFLEET_AGENT_SWITCH_METHOD").pipe(
     Config.withDefault(defaultSwitchMethod)
   ),

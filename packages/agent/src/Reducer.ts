@@ -25,11 +25,14 @@ import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { AgentConfig } from "./AgentConfig.js"
+import { HostLedger } from "./HostLedger.js"
 import { failGate, passGate, type SynthesisedEvent } from "./internal/reducer/advanceGates.js"
 import { entryOf, type RolloutEntry } from "./internal/reducer/entry.js"
 import { nextFailureWindows } from "./internal/reducer/failureWindows.js"
 import { withSeq } from "./internal/reducer/seq.js"
+import { snapshotRefusal } from "./internal/reducer/snapshotCheck.js"
 import { mergeSnapshot } from "./internal/reducer/snapshotMerge.js"
+import { wedgeOnPingForTests } from "./internal/reducer/testWedge.js"
 import { type ManifestSet, resolvePolicy } from "./ManifestSet.js"
 import { Outbox } from "./Outbox.js"
 import type { ReducerInput } from "./ReducerInput.js"
@@ -45,8 +48,29 @@ import { drainUntilShutdown } from "./Shutdown.js"
 const HELD_CAPACITY = 256
 
 /**
+ * Rollouts the reducer keeps. A host runs one rollout per channel at a time; the bound
+ * only matters against a control plane that invents records in its snapshots, which are
+ * refused beyond it (a signed dispatch is always taken).
+ */
+const MAX_ROLLOUTS = 64
+/** Finished (Converged, Reverted) rollouts kept for `status`; older ones are evicted. */
+const MAX_FINISHED_KEPT = 16
+/** Ids of evicted rollouts remembered, so that neither a dispatch nor a snapshot revives one. */
+const MAX_FINISHED_IDS = 1024
+
+/**
+ * How far the control plane's soak deadline may stray from the signed soak time counted
+ * from the dispatch's arrival: it counts from when it opened the host's record and the
+ * signed policy has whole minutes.
+ */
+const SOAK_TOLERANCE_MS = 60_000
+/** The control plane's own default soak when a host's wave has no soak time. */
+const DEFAULT_SOAK_MINUTES = 60
+
+/**
  * Events the reducer refused, by reason (`unknown_rollout`, `IllegalForState`,
- * `SeqRegression`, `Invariant`, `held_overflow`, `foreign_snapshot`).
+ * `SeqRegression`, `Invariant`, `held_overflow`, `foreign_snapshot`, `snapshot_refused`,
+ * `finished`).
  *
  * @since 0.1.0
  */
@@ -127,15 +151,48 @@ const drop = (reason: string, event: string, message: string) =>
 /** Storage failures are retried briefly (5 attempts in all): the reducer must move on, and a lost event is logged in full. */
 const enqueueRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(3)))
 
+const isFinished = (record: HostRolloutState) => record.state === "Converged" || record.state === "Reverted"
+
+/**
+ * The soak deadline of an accepted dispatch, bounded by the signed policy: this host's
+ * wave's soak time counted from now, give or take the tolerance. The dispatch's deadline
+ * is unsigned: unbounded, a control plane could skip the soak (and with it the health
+ * checks that roll a bad closure back) or stretch it for ever.
+ */
+const boundedSoakDueAt = (
+  requested: Date | null,
+  soakMinutes: number,
+  at: Date
+): { readonly soakDueAt: Date; readonly adjusted: boolean } => {
+  const signed = at.getTime() + soakMinutes * 60_000
+  const lower = Math.max(at.getTime(), signed - SOAK_TOLERANCE_MS)
+  const upper = signed + SOAK_TOLERANCE_MS
+  const wanted = requested?.getTime() ?? signed
+  const bounded = Math.min(upper, Math.max(lower, wanted))
+  return { soakDueAt: new Date(bounded), adjusted: bounded !== wanted }
+}
+
+/** The soak time of a wave: the fleet's waves for the channel, else the policy's. */
+const waveSoakMinutes = (set: ManifestSet, channel: string, waveIndex: number): number => {
+  const waves = Object.hasOwn(set.fleet.waves, channel) ? set.fleet.waves[channel] : undefined
+  const policy = resolvePolicy(set, channel)
+  return waves?.[waveIndex]?.soakMinutes ?? policy?.waves[waveIndex]?.soakMinutes ?? DEFAULT_SOAK_MINUTES
+}
+
 const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, HostRolloutState>>) =>
   Effect.gen(function*() {
     const config = yield* AgentConfig
     const outbox = yield* Outbox
+    const ledger = yield* HostLedger
     const channels = yield* RuntimeChannels
 
     const rollouts = new Map<string, RolloutEntry>()
+    // Evicted finished rollouts, oldest first (a set keeps insertion order).
+    const finished = new Set<string>()
     let manifests: ManifestSet | null = null
-    let held: Array<{ readonly rolloutId: string; readonly event: LocalEvent }> = []
+    let held: Array<
+      { readonly rolloutId: string; readonly event: LocalEvent; readonly waveIndex: number | undefined }
+    > = []
     // Intents beyond the queue's free space wait here, so the reducer never blocks on the
     // activation worker (which blocks on the reducer's own queue).
     const pendingIntents: Array<ActivationIntent> = []
@@ -153,11 +210,44 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
       }
     })
 
+    /**
+     * A switch goes only to the closure the signed manifest named for this rollout, and
+     * only once the ledger holds it with the closure to come back to (the rollback target
+     * this agent read itself), so that neither a snapshot nor a crash can make a rollback
+     * go elsewhere.
+     */
+    const fireSwitch = (rolloutId: string, target: string) =>
+      Effect.gen(function*() {
+        const entry = rollouts.get(rolloutId)
+        if (entry === undefined || entry.verifiedTarget !== target) {
+          return yield* Effect.logError(
+            `refusing to switch to ${target}: not the closure the signed manifest names for this rollout`
+          ).pipe(Effect.annotateLogs({ rolloutId, verifiedTarget: entry?.verifiedTarget ?? "none" }))
+        }
+        const previous = entry.record.currentClosureAtDispatch
+        const recorded = yield* Effect.either(Effect.retry(
+          ledger.recordSwitch({
+            rolloutId,
+            target,
+            previous: previous === "" ? null : previous,
+            soakDueAt: entry.record.soakDueAt,
+            recordedAt: yield* now
+          }),
+          enqueueRetry
+        ))
+        if (recorded._tag === "Left") {
+          return yield* Effect.logError(
+            `not switching: the rollback target could not be recorded first (${recorded.left.message})`
+          ).pipe(Effect.annotateLogs({ rolloutId }))
+        }
+        pendingIntents.push({ rolloutId, closure: target, rollback: false })
+        yield* flushIntents
+      })
+
     const apply = (command: Command): Effect.Effect<void> => {
       switch (command._tag) {
         case "LocalFireSwitch":
-          pendingIntents.push({ rolloutId: command.rolloutId, closure: command.target, rollback: false })
-          return flushIntents
+          return fireSwitch(command.rolloutId, command.target)
         case "LocalFireRollbackTo":
           pendingIntents.push({ rolloutId: command.rolloutId, closure: command.closure, rollback: true })
           return flushIntents
@@ -204,32 +294,61 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
       }
     }
 
-    const handleHostEvent = (rolloutId: string, event: LocalEvent): Effect.Effect<void> =>
+    const handleHostEvent = (rolloutId: string, event: LocalEvent, waveIndex?: number): Effect.Effect<void> =>
       Effect.gen(function*() {
         const at = yield* now
         const existing = rollouts.get(rolloutId)
-        if (existing === undefined && event._tag !== "LocalActivate") {
+        const activate = event._tag === "LocalActivate" ? event : null
+        if (existing === undefined && activate === null) {
           return yield* drop("unknown_rollout", event._tag, "no dispatch seen for this rollout")
         }
-        const record = existing?.record ?? newPending({
-          rolloutId,
-          hostname: config.machineId,
-          channel: rolloutChannel(rolloutId),
-          targetClosure: event._tag === "LocalActivate" ? event.targetClosure : "",
-          dispatchedAt: at,
-          soakDueAt: event._tag === "LocalActivate" ? event.soakDueAt : null
-        })
-        const policy = manifests === null ? undefined : resolvePolicy(manifests, record.channel)
+        if (activate !== null && finished.has(rolloutId)) {
+          return yield* drop("finished", event._tag, "this rollout already finished here")
+        }
+        const channel = existing?.record.channel ?? rolloutChannel(rolloutId)
+        const policy = manifests === null ? undefined : resolvePolicy(manifests, channel)
         if (policy === undefined) {
           if (held.length >= HELD_CAPACITY) {
             return yield* drop("held_overflow", event._tag, "too many events waiting for a rollout policy")
           }
-          held.push({ rolloutId, event })
+          held.push({ rolloutId, event, waveIndex })
           return yield* Effect.logInfo("rollout policy not cached yet; holding the event until it is").pipe(
-            Effect.annotateLogs({ channel: record.channel, held: held.length })
+            Effect.annotateLogs({ channel, held: held.length })
           )
         }
-        const numbered = withSeq(event, record.lastEventSeq + 1)
+        // A dispatch starts from its own signed data: a Pending record that only the control
+        // plane's snapshot gave us (its target unsigned) is replaced, keeping its seq.
+        const fresh = activate !== null && (existing === undefined || existing.record.state === "Pending")
+        let record = existing?.record ?? null
+        if (activate !== null && fresh) {
+          const soak = waveIndex === undefined || manifests === null
+            ? { soakDueAt: activate.soakDueAt, adjusted: false }
+            : boundedSoakDueAt(activate.soakDueAt, waveSoakMinutes(manifests, channel, waveIndex), at)
+          if (soak.adjusted) {
+            yield* Effect.logWarning("the dispatch's soak deadline is outside the signed policy's; bounded").pipe(
+              Effect.annotateLogs({
+                requested: activate.soakDueAt?.toISOString() ?? "none",
+                soakDueAt: soak.soakDueAt?.toISOString() ?? "none"
+              })
+            )
+          }
+          record = {
+            ...newPending({
+              rolloutId,
+              hostname: config.machineId,
+              channel,
+              targetClosure: activate.targetClosure,
+              dispatchedAt: at,
+              soakDueAt: soak.soakDueAt
+            }),
+            lastEventSeq: existing?.record.lastEventSeq ?? 0
+          }
+        }
+        if (record === null) return
+        const numbered = withSeq(
+          activate !== null && fresh ? { ...activate, soakDueAt: record.soakDueAt ?? activate.soakDueAt } : event,
+          record.lastEventSeq + 1
+        )
         const result = step(record, numbered, at, policy)
         if (result._tag === "Left") {
           return yield* drop(result.left._tag, event._tag, result.left.message).pipe(
@@ -237,13 +356,33 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
           )
         }
         const next = result.right.state
+        const base = existing === undefined || fresh ? entryOf(record) : existing
         rollouts.set(rolloutId, {
           record: next,
-          failingSince: nextFailureWindows((existing ?? entryOf(record)).failingSince, next, numbered)
+          failingSince: nextFailureWindows(base.failingSince, next, numbered),
+          verifiedTarget: activate !== null && fresh ? activate.targetClosure : base.verifiedTarget
         })
         yield* Effect.logDebug(`applied ${event._tag}`).pipe(Effect.annotateLogs({ seq: numbered.seq }))
         for (const command of result.right.effects) yield* apply(command)
       }).pipe(Effect.annotateLogs({ rolloutId, event: event._tag }))
+
+    /** Finished rollouts beyond those kept for `status` leave the map; their ids are remembered. */
+    const evictFinished = Effect.suspend(() => {
+      const done = [...rollouts].filter(([, entry]) => isFinished(entry.record))
+      if (done.length <= MAX_FINISHED_KEPT) return Effect.void
+      const finishedAt = (record: HostRolloutState) =>
+        (record.convergedAt ?? record.revertedAt ?? record.dispatchedAt).getTime()
+      done.sort(([, a], [, b]) => finishedAt(a.record) - finishedAt(b.record))
+      for (const [rolloutId] of done.slice(0, done.length - MAX_FINISHED_KEPT)) {
+        rollouts.delete(rolloutId)
+        finished.add(rolloutId)
+      }
+      for (const rolloutId of finished) {
+        if (finished.size <= MAX_FINISHED_IDS) break
+        finished.delete(rolloutId)
+      }
+      return Effect.void
+    })
 
     const handleTick = Effect.gen(function*() {
       const at = yield* now
@@ -264,22 +403,33 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
         const replay = held
         held = []
         yield* Effect.logInfo("manifest cache refreshed").pipe(Effect.annotateLogs({ replayed: replay.length }))
-        for (const { event, rolloutId } of replay) yield* handleHostEvent(rolloutId, event)
+        for (const { event, rolloutId, waveIndex } of replay) yield* handleHostEvent(rolloutId, event, waveIndex)
       })
 
     const handleSnapshot = (input: Extract<ReducerInput, { readonly _tag: "BootstrapHost" }>) =>
       Effect.gen(function*() {
         const snapshot = input.snapshot
-        if (snapshot.hostname !== config.machineId) {
-          return yield* drop("foreign_snapshot", "BootstrapHost", `snapshot is for host ${snapshot.hostname}`)
+        const existing = rollouts.get(snapshot.rolloutId)
+        const own = yield* ledger.switchOf(snapshot.rolloutId)
+        const refusal = snapshotRefusal(snapshot, {
+          machineId: config.machineId,
+          knownChannels: manifests === null ? null : new Set(Object.keys(manifests.fleet.channels)),
+          verifiedTarget: existing?.verifiedTarget ?? own?.target ?? null,
+          finished: finished.has(snapshot.rolloutId)
+        })
+        if (refusal !== null) {
+          const reason = snapshot.hostname === config.machineId ? "snapshot_refused" : "foreign_snapshot"
+          return yield* drop(reason, "BootstrapHost", `snapshot refused, not merged: ${refusal}`)
+        }
+        if (existing === undefined && rollouts.size >= MAX_ROLLOUTS) {
+          return yield* drop("snapshot_refused", "BootstrapHost", `snapshot refused: already ${MAX_ROLLOUTS} rollouts`)
         }
         // If the outbox cannot be read, assume events are queued: never regress on doubt.
         const queued = yield* outbox.pendingCount(snapshot.rolloutId).pipe(
           Effect.map((n) => n > 0),
           Effect.orElseSucceed(() => true)
         )
-        const existing = rollouts.get(snapshot.rolloutId)
-        const merged = mergeSnapshot(existing, snapshot, queued)
+        const merged = mergeSnapshot(existing, snapshot, queued, own ?? null)
         rollouts.set(snapshot.rolloutId, merged.entry)
         yield* Effect.logInfo("rollout rehydrated from the control plane").pipe(
           Effect.annotateLogs({
@@ -303,7 +453,7 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
       Effect.gen(function*() {
         switch (input._tag) {
           case "HostEvent":
-            yield* handleHostEvent(input.rolloutId, input.event)
+            yield* handleHostEvent(input.rolloutId, input.event, input.waveIndex)
             break
           case "AdvanceTick":
             yield* handleTick
@@ -315,9 +465,11 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
             yield* handleSnapshot(input)
             break
           case "Ping":
-            return
+            // Off unless a test sets NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS.
+            return yield* wedgeOnPingForTests
         }
         yield* flushIntents
+        yield* evictFinished
         yield* publish
       })
 

@@ -13,7 +13,15 @@ import type { ManifestSet } from "./ManifestSet.js"
  */
 export type ReducerInput = Data.TaggedEnum<{
   /** A Local event from a worker, for one rollout. Workers send seq 0; the reducer assigns seqs. */
-  HostEvent: { readonly rolloutId: string; readonly event: LocalEvent }
+  HostEvent: {
+    readonly rolloutId: string
+    readonly event: LocalEvent
+    /**
+     * For a `LocalActivate` from a verified dispatch: this host's wave in the signed
+     * manifest, whose soak time bounds the dispatch's (unsigned) soak deadline.
+     */
+    readonly waveIndex?: number
+  }
   /** The periodic sweep: sustained-failure and convergence gates. */
   AdvanceTick: {}
   /** A freshly verified fleet and its rollout manifests: the source of rollout policies. */

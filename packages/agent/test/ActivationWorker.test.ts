@@ -1,3 +1,4 @@
+import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import type { HostRolloutState } from "@nixfleet/state-machine"
 import { ConfigProvider, Effect, Exit, Layer, Ref, Stream, SubscriptionRef } from "effect"
@@ -23,7 +24,7 @@ const at = new Date("2026-05-17T12:00:00Z")
 const workerLayer = (script: Partial<ActivationPipelineService>, env: Map<string, string> = new Map()) =>
   ActivationWorker.pipe(
     Layer.provideMerge(reducerLayer()),
-    Layer.provide(ActivationPipeline.scripted(script)),
+    Layer.provide(Layer.merge(ActivationPipeline.scripted(script), NodeContext.layer)),
     Layer.provideMerge(captureLogs),
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(env)))
   )
@@ -223,6 +224,7 @@ describe("ActivationWorker", () => {
         Layer.provide(ActivationPipeline.scripted({
           activate: (target) => Effect.as(Ref.update(ran, (n) => n + 1), { _tag: "FiredAndPolled", closure: target })
         })),
+        Layer.provide(NodeContext.layer),
         Layer.provide(Layer.setConfigProvider(ConfigProvider.fromEnv()))
       )
       yield* Effect.provide(

@@ -1,4 +1,3 @@
-import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import type { DispatchResponse } from "@nixfleet/proto"
 import { Effect, Either, Layer, Metric } from "effect"
@@ -6,8 +5,9 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { AgentConfig } from "../src/AgentConfig.js"
-import { ControlPlaneClient } from "../src/ControlPlaneClient.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
 import { checkDispatch, refusedDispatches } from "../src/DispatchChecks.js"
+import { HostLedger } from "../src/HostLedger.js"
 import { ManifestCache } from "../src/ManifestCache.js"
 import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 import { TARGET } from "./support/fixtures.js"
@@ -76,7 +76,7 @@ const dispatch = (fields: Partial<DispatchResponse> = {}): DispatchResponse => (
 const check = (
   served: ReturnType<typeof artifacts>,
   signer: Signer,
-  run: (stateDir: string) => Effect.Effect<void, unknown, ManifestCache>,
+  run: (stateDir: string) => Effect.Effect<void, unknown, ManifestCache | HostLedger>,
   options: { readonly windowSecs?: number } = {}
 ) =>
   Effect.gen(function*() {
@@ -86,7 +86,8 @@ const check = (
     const trustFile = writeTrustFile(dir, signer)
     const layer = ManifestCache.layer.pipe(
       Layer.provideMerge(ControlPlaneClient.layer),
-      Layer.provide(NodeHttpClient.layerUndici),
+      Layer.provideMerge(HostLedger.layer),
+      Layer.provide(ControlPlaneTransport.layer),
       Layer.provideMerge(AgentConfig.make({
         machineId: "web-01",
         stateDir: dir,
@@ -110,6 +111,7 @@ describe("dispatch checks", () => {
         expect(accepted).toStrictEqual({
           rolloutId: ROLLOUT,
           targetClosure: TARGET,
+          waveIndex: 0,
           soakDueAt: new Date("2030-01-01T00:00:00Z")
         })
         expect(Fs.existsSync(Path.join(dir, "rollouts", `${ROLLOUT}.json`))).toBe(true)

@@ -3,6 +3,7 @@
  * from concurrent producers (dispatches, probe chatter, ticks, snapshots) and the
  * activation worker's own reports all get through. A deadlock shows up as the timeout.
  */
+import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Logger, LogLevel, Stream } from "effect"
 import { ActivationPipeline } from "../src/ActivationPipeline.js"
@@ -20,6 +21,8 @@ const flood = (capacity: number) =>
     const reducer = yield* Reducer
     yield* reducer.offer(ReducerInput.ManifestSetUpdated({ set: manifestSet("rollback-and-halt") }))
     const at = new Date("2026-05-17T12:00:00Z")
+    // No rollout may finish: the reducer evicts finished ones, and the check below counts records.
+    const farAway = new Date("2126-05-17T12:00:00Z")
     const producers = Array.from({ length: ROLLOUTS }, (_, i) =>
       Effect.gen(function*() {
         const rolloutId = `stable@${i.toString(16).padStart(6, "0")}`
@@ -30,7 +33,7 @@ const flood = (capacity: number) =>
             currentClosureAtDispatch: PRIOR,
             targetClosure: TARGET,
             receivedAt: at,
-            soakDueAt: at,
+            soakDueAt: farAway,
             seq: 0
           }
         }))
@@ -62,7 +65,7 @@ const flood = (capacity: number) =>
             dispatchAckedAt: at,
             activationStartedAt: null,
             activationCompletedAt: null,
-            soakDueAt: at,
+            soakDueAt: farAway,
             lastEventSeq: 1
           }
         }))
@@ -87,8 +90,10 @@ const flood = (capacity: number) =>
     Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error(`deadlock at capacity ${capacity}`) }),
     Effect.provide(
       ActivationWorker.pipe(
-        Layer.provideMerge(reducerLayer({}, { reducerInput: capacity, activationIntents: capacity })),
-        Layer.provide(ActivationPipeline.scripted())
+        Layer.provideMerge(
+          reducerLayer({ sustainedFailureSecs: 1e9 }, { reducerInput: capacity, activationIntents: capacity })
+        ),
+        Layer.provide(Layer.merge(ActivationPipeline.scripted(), NodeContext.layer))
       )
     ),
     Effect.provide(Logger.minimumLogLevel(LogLevel.None))

@@ -123,6 +123,23 @@ export const selfCorrectProfile = (profile: string, storePath: string) =>
     Effect.annotateLogs("phase", "self-correct")
   )
 
+/** The profile's generation links (`<name>-<N>-link` beside it), with their numbers. */
+const generationLinks = (profile: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const name = path.basename(profile)
+    const match = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-(\\d+)-link$`)
+    const entries = yield* fs.readDirectory(path.dirname(profile)).pipe(Effect.orElseSucceed(() => []))
+    const links = entries
+      .map((entry) => ({
+        entry: path.join(path.dirname(profile), entry),
+        n: Number(match.exec(entry)?.[1] ?? Number.NaN)
+      }))
+      .filter(({ n }) => Number.isFinite(n))
+    return { links, number: (generation: string) => Number(match.exec(path.basename(generation))?.[1] ?? Number.NaN) }
+  })
+
 /**
  * The closure of the generation before the profile's current one (what `nix-env
  * --rollback` would select), or null when there is none.
@@ -132,19 +149,30 @@ export const selfCorrectProfile = (profile: string, storePath: string) =>
 export const previousGeneration = (profile: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     const current = yield* profileTarget(profile)
-    const name = path.basename(profile)
-    const match = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-(\\d+)-link$`)
-    const currentNumber = Number(match.exec(path.basename(current.generation))?.[1] ?? Number.NaN)
-    const entries = yield* fs.readDirectory(path.dirname(profile)).pipe(Effect.orElseSucceed(() => []))
-    const earlier = entries
-      .map((entry) => ({ entry, n: Number(match.exec(entry)?.[1] ?? Number.NaN) }))
-      .filter(({ n }) => Number.isFinite(n) && n < currentNumber)
-      .sort((a, b) => b.n - a.n)[0]
+    const { links, number } = yield* generationLinks(profile)
+    const currentNumber = number(current.generation)
+    const earlier = links.filter(({ n }) => n < currentNumber).sort((a, b) => b.n - a.n)[0]
     if (earlier === undefined) return null
-    const target = yield* fs.readLink(path.join(path.dirname(profile), earlier.entry)).pipe(
+    const target = yield* fs.readLink(earlier.entry).pipe(
       Effect.mapError((error) => new LinkUnreadable({ path: earlier.entry, detail: error.message }))
     )
     return basename(target)
+  })
+
+/**
+ * The closures of every generation of the profile (an unreadable link is skipped): the
+ * systems this host has been switched to, which a rollback may go back to.
+ *
+ * @since 0.1.0
+ */
+export const profileGenerations = (profile: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const { links } = yield* generationLinks(profile)
+    const closures = yield* Effect.forEach(links, ({ entry }) =>
+      fs.readLink(entry).pipe(Effect.map(basename), Effect.orElseSucceed(() => null)))
+    return closures.filter((closure): closure is string =>
+      closure !== null
+    )
   })

@@ -4,6 +4,7 @@
 import { FleetResolved, type OnHealthFailure, RolloutManifest } from "@nixfleet/proto"
 import { Layer, Schema } from "effect"
 import { AgentConfig, type AgentConfigShape } from "../../src/AgentConfig.js"
+import { HostLedger } from "../../src/HostLedger.js"
 import type { ManifestSet } from "../../src/ManifestSet.js"
 import { Reducer } from "../../src/Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "../../src/RuntimeChannels.js"
@@ -65,7 +66,7 @@ export const reducerLayer = (
   capacities: Capacities = defaultCapacities
 ) =>
   Reducer.layer.pipe(
-    Layer.provideMerge(memoryOutboxLayer),
+    Layer.provideMerge(Layer.merge(memoryOutboxLayer, HostLedger.layerMemory)),
     Layer.provideMerge(
       Layer.mergeAll(RuntimeChannels.layer(capacities), Shutdown.layer, AgentConfig.make(testConfig(config)))
     )

@@ -13,7 +13,17 @@ export interface RolloutEntry {
    * again leaves the map, so its next failure starts a fresh sustained-failure window.
    */
   readonly failingSince: ReadonlyMap<string, Date>
+  /**
+   * The closure the verified manifest named when this agent accepted the dispatch (or
+   * recorded in the host ledger before switching): the only closure a switch may go to.
+   * Null for a rollout known only from the control plane's snapshots.
+   */
+  readonly verifiedTarget: string | null
 }
 
 /** @internal */
-export const entryOf = (record: HostRolloutState): RolloutEntry => ({ record, failingSince: new Map() })
+export const entryOf = (record: HostRolloutState, verifiedTarget: string | null = null): RolloutEntry => ({
+  record,
+  failingSince: new Map(),
+  verifiedTarget
+})

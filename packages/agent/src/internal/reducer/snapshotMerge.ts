@@ -26,6 +26,18 @@ const reachable = (from: HostState, to: HostState): boolean => {
   return false
 }
 
+/**
+ * What this agent recorded itself about a rollout before switching (the host ledger):
+ * it outranks the control plane's copy.
+ *
+ * @internal
+ */
+export interface OwnRecord {
+  readonly target: string
+  readonly previous: string | null
+  readonly soakDueAt: Date | null
+}
+
 /** @internal */
 export interface MergeResult {
   readonly entry: RolloutEntry
@@ -44,14 +56,17 @@ export interface MergeResult {
  * - `lastEventSeq` never moves backwards, so a new event never reuses a queued seq;
  * - while the outbox still holds events of this rollout, a snapshot that lags behind our
  *   state (our state is reachable from its state) does not move us back: the control
- *   plane has not seen those events yet.
+ *   plane has not seen those events yet;
+ * - closures and the soak deadline are never the snapshot's when the agent has its own
+ *   (`own`, from the host ledger): a snapshot is bookkeeping, not a source of closures.
  *
  * @internal
  */
 export const mergeSnapshot = (
   existing: RolloutEntry | undefined,
   snapshot: HostRolloutSnapshot,
-  eventsQueued: boolean
+  eventsQueued: boolean,
+  own: OwnRecord | null = null
 ): MergeResult => {
   const local = existing?.record
   const keptLocalState = local !== undefined && eventsQueued && reachable(snapshot.state, local.state)
@@ -82,8 +97,18 @@ export const mergeSnapshot = (
     activationStartedAt: snapshot.activationStartedAt,
     activationCompletedAt: snapshot.activationCompletedAt,
     soakDueAt: snapshot.soakDueAt,
-    lastEventSeq: Math.max(local?.lastEventSeq ?? 0, snapshot.lastEventSeq)
+    lastEventSeq: Math.max(local?.lastEventSeq ?? 0, snapshot.lastEventSeq),
+    ...(own === null ? {} : {
+      targetClosure: own.target,
+      currentClosureAtDispatch: own.previous,
+      soakDueAt: own.soakDueAt ?? snapshot.soakDueAt
+    })
   }
   const changed = local === undefined || local.state !== record.state || local.targetClosure !== record.targetClosure
-  return { entry: existing === undefined ? entryOf(record) : { ...existing, record }, changed, keptLocalState: false }
+  const verifiedTarget = existing?.verifiedTarget ?? own?.target ?? null
+  return {
+    entry: existing === undefined ? entryOf(record, verifiedTarget) : { ...existing, record, verifiedTarget },
+    changed,
+    keptLocalState: false
+  }
 }
