@@ -5,6 +5,7 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
+import { start } from "@nixfleet/dev-control-plane"
 import type { HostRolloutSnapshot } from "@nixfleet/proto"
 import type { LocalEvent } from "@nixfleet/state-machine"
 import { Chunk, ConfigProvider, Effect, Layer, Metric, Queue, Ref, Stream, SubscriptionRef, TestClock } from "effect"
@@ -13,6 +14,9 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { ActivationPipeline } from "../src/ActivationPipeline.js"
 import { ActivationWorker } from "../src/ActivationWorker.js"
+import { AgentConfig } from "../src/AgentConfig.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
+import { MAX_SNAPSHOTS_PER_ANSWER, sendHeartbeat } from "../src/Heartbeat.js"
 import { HostLedger } from "../src/HostLedger.js"
 import { droppedEvents, Reducer } from "../src/Reducer.js"
 import { ReducerInput } from "../src/ReducerInput.js"
@@ -288,4 +292,40 @@ describe("rollbacks go only where this host has been", () => {
         ["NIXFLEET_AGENT_SYSTEM_PROFILE", Path.join(dir, "system")]
       ])))
     }))
+})
+
+describe("a heartbeat answer is capped", () => {
+  it.scopedLive(`more than ${MAX_SNAPSHOTS_PER_ANSWER} snapshots: the answer is refused whole, with one ERROR line`, () =>
+    Effect.gen(function*() {
+      const cp = yield* start()
+      yield* cp.setReady(true)
+      const wire = (n: number) =>
+        JSON.stringify({
+          bootstrap_rollouts: Array.from({ length: n }, (_, i) => ({
+            rolloutId: `stable@a${i.toString(16)}`,
+            hostname: "web-01",
+            channel: "stable",
+            state: "Soaking",
+            targetClosure: TARGET,
+            dispatchedAt: "2026-05-01T00:00:00Z",
+            lastEventSeq: 1
+          }))
+        })
+      const beat = sendHeartbeat("5 seconds").pipe(
+        Effect.provide(ControlPlaneClient.layer.pipe(
+          Layer.provide(ControlPlaneTransport.layer),
+          Layer.provideMerge(
+            AgentConfig.make({ machineId: "web-01", stateDir: "/nonexistent", controlPlaneUrl: cp.url })
+          )
+        )),
+        Effect.provide(NodeContext.layer)
+      )
+      yield* cp.setFault("heartbeat", { _tag: "Status", status: 200, body: wire(MAX_SNAPSHOTS_PER_ANSWER) })
+      expect(yield* beat).toHaveLength(MAX_SNAPSHOTS_PER_ANSWER)
+      yield* cp.setFault("heartbeat", { _tag: "Status", status: 200, body: wire(MAX_SNAPSHOTS_PER_ANSWER + 1) })
+      expect(yield* beat).toStrictEqual([])
+      const errors = (yield* (yield* CapturedLogs).lines).filter((line) => line.includes("heartbeat answer refused"))
+      expect(errors).toHaveLength(1)
+      expect(errors[0]).toMatch(/^ERROR/)
+    }).pipe(Effect.provide(captureLogs)))
 })
