@@ -43,11 +43,11 @@
 
       checks = forAllSystems (pkgs: {
         package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-        # Pure evaluation: the reference unit's ExecStart is what nix/agent-args.nix renders
-        # for the sample settings, and a flag given twice is refused.
-        agent-args =
-          assert import ./nix/reference-unit-check.nix;
-          pkgs.runCommand "nixfleet-agent-agent-args" { } "touch $out";
+        # Pure evaluation: packaging/nixfleet-agent.service is the unit the NixOS module,
+        # evaluated by the module system, renders for packaging/sample-settings.nix.
+        reference-unit =
+          assert import ./nix/reference-unit-check.nix { inherit lib; };
+          pkgs.runCommand "nixfleet-agent-reference-unit" { } "touch $out";
       });
     };
 }

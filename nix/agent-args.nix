@@ -1,8 +1,7 @@
 # The `nixfleet-agent run` command line, rendered from the module's settings.
 #
-# Pure and builtins-only (no nixpkgs `lib`), so that CI evaluates it with a bare
-# `nix-instantiate --eval` where nixpkgs is not reachable, and checks the rendered
-# reference unit (packaging/nixfleet-agent.service) against it.
+# Pure and builtins-only (no nixpkgs `lib`): the modules import it, and the tests evaluate it
+# alone with a bare `nix-instantiate --eval`.
 #
 # Settings use the option names of services.nixfleet-agent (tls is an attribute set).
 # An absent or null setting passes no flag: the agent's own default applies.
@@ -81,8 +80,10 @@ let
     in
     filter (name: counts.${name} > 1) (attrNames counts);
 
-  # argv after the program. Flag order: the reference module's, then the port's own flags,
-  # then extraArgs. A flag given twice is refused here (the agent refuses it too, at start).
+  # argv after the program: the `run` subcommand, named (the agent also takes run's flags
+  # without it, as the reference binary does, but a unit should not depend on that), then
+  # the flags in the reference module's order, the port's own flags, and extraArgs. A flag
+  # given twice is refused here (the agent refuses it too, at start).
   args =
     settings:
     let
@@ -91,6 +92,7 @@ let
       flags = filter (f: f.value != null) [
         { name = "control-plane-url"; value = required settings "controlPlaneUrl"; }
         { name = "machine-id"; value = required settings "machineId"; }
+        { name = "poll-interval"; value = get "pollInterval"; }
         { name = "trust-file"; value = get "trustFile"; }
         { name = "manifest-freshness-window-secs"; value = get "manifestFreshnessWindowSecs"; }
         { name = "renewal-threshold-fraction"; value = get "renewalThresholdFraction"; }
@@ -99,6 +101,7 @@ let
         { name = "client-key"; value = tls.clientKey or null; }
         { name = "bootstrap-token-file"; value = get "bootstrapTokenFile"; }
         { name = "state-dir"; value = get "stateDir"; }
+        { name = "compliance-gate-mode"; value = (settings.complianceGate or { }).mode or null; }
         { name = "ssh-host-key-file"; value = get "sshHostKeyFile"; }
         { name = "health-checks-file"; value = get "healthChecksFile"; }
         { name = "sustained-failure-secs"; value = get "sustainedFailureSecs"; }
@@ -114,7 +117,7 @@ let
       twice = duplicates (map (f: f.name) flags ++ filter (name: name != null) (map flagName extra));
     in
     if twice == [ ] then
-      concatMap (f: [ "--${f.name}" (render f.value) ]) flags ++ extra
+      [ "run" ] ++ concatMap (f: [ "--${f.name}" (render f.value) ]) flags ++ extra
     else
       throw "nixfleet-agent: flag given twice (check extraArgs): --${concatStringsSep ", --" twice}";
 

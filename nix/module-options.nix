@@ -187,6 +187,28 @@ in
       };
     };
 
+    # The reference module's options that the agent accepts but gives no meaning (it logs a
+    # warning naming each at start): configurations written for that module evaluate
+    # unchanged. Null passes no flag.
+    pollInterval = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      description = "Accepted for the reference module's configurations; `--poll-interval` has no effect here (dispatches are long-polled).";
+    };
+
+    complianceGate.mode = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "auto"
+          "disabled"
+          "permissive"
+          "enforce"
+        ]
+      );
+      default = null;
+      description = "Accepted for the reference module's configurations; `--compliance-gate-mode` has no effect here (evidence probes carry their own mode).";
+    };
+
     tags = mkOption {
       type = types.listOf types.str;
       default = [ ];

@@ -1,7 +1,8 @@
 # services.nixfleet-agent on NixOS: the agent as a systemd service.
 #
 # packaging/nixfleet-agent.service is this module's unit for packaging/sample-settings.nix,
-# rendered by hand (nixpkgs is not reachable in CI); a change here belongs there too.
+# generated through nixpkgs' module system by nix/reference-unit.nix; the tests check it
+# is current and run the unit under a real systemd.
 { agentPackage }:
 {
   config,

@@ -1,36 +1,12 @@
-# true, or an evaluation error saying what drifted: the reference unit's ExecStart is what
-# agent-args.nix renders for the sample settings, and agent-args.nix refuses a flag given
-# twice. Builtins only (`nix-instantiate --eval nix/reference-unit-check.nix`, and the
-# flake's checks).
+# true, or an evaluation error saying what drifted: packaging/nixfleet-agent.service is the
+# unit nix/reference-unit.nix renders from the evaluated NixOS module. The flake's checks
+# evaluate it with nixpkgs' lib, the tests with the vendored one.
+{ lib }:
 let
-  inherit (builtins)
-    filter
-    isString
-    match
-    readFile
-    split
-    tryEval
-    ;
-  agentArgs = import ./agent-args.nix;
-  sample = import ../packaging/sample-settings.nix;
-  lines = filter isString (split "\n" (readFile ../packaging/nixfleet-agent.service));
-  execStart = filter (line: match "ExecStart=.*" line != null) lines;
-  expected = "ExecStart=${agentArgs.execStart sample.program sample.settings}";
-  twice = tryEval (
-    builtins.deepSeq (agentArgs.args (
-      sample.settings
-      // {
-        extraArgs = [
-          "--state-dir"
-          "/elsewhere"
-        ];
-      }
-    )) true
-  );
+  expected = import ./reference-unit.nix { inherit lib; };
+  actual = builtins.readFile ../packaging/nixfleet-agent.service;
 in
-if execStart != [ expected ] then
-  throw "packaging/nixfleet-agent.service: ExecStart is not what nix/agent-args.nix renders for packaging/sample-settings.nix; expected:\n${expected}"
-else if twice.success then
-  throw "nix/agent-args.nix passed --state-dir twice"
-else
+if actual == expected then
   true
+else
+  throw "packaging/nixfleet-agent.service is not the unit nix/nixos-module.nix renders for packaging/sample-settings.nix; regenerate it (see nix/reference-unit.nix). Expected:\n${expected}"

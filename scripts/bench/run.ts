@@ -6,13 +6,15 @@ import { benchActivation } from "./activation.js"
 import { benchAgentFigures } from "./agent-figures.js"
 import { benchOutboxDrain, benchOutboxEnqueue } from "./outbox.js"
 import { benchStateMachine } from "./state-machine.js"
+import { benchSystemd } from "./systemd.js"
 
 const benches: Record<string, () => void | Promise<void>> = {
   "state-machine": benchStateMachine,
   "outbox-enqueue": benchOutboxEnqueue,
   "outbox-drain": benchOutboxDrain,
   activation: benchActivation,
-  "agent-figures": benchAgentFigures
+  "agent-figures": benchAgentFigures,
+  systemd: benchSystemd
 }
 
 const requested = process.argv.slice(2)

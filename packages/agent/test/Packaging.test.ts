@@ -1,27 +1,24 @@
 /**
- * The Nix packaging, checked without nixpkgs (CI cannot reach it, so the modules are never
- * evaluated here): every Nix file parses; `nix/agent-args.nix` renders the `run` command
+ * The Nix packaging: every Nix file parses; `nix/agent-args.nix` renders the `run` command
  * line with one argument per value, optional flags only when set and no flag twice; the
- * reference unit `packaging/nixfleet-agent.service` is that rendering for
- * `packaging/sample-settings.nix`, passes `systemd-analyze verify` without a warning,
- * passes only flags the real `run` parser accepts, and keeps the module's service settings.
+ * reference unit `packaging/nixfleet-agent.service` is what the NixOS module, evaluated by
+ * nixpkgs' module system, renders for `packaging/sample-settings.nix` (not a copy written by
+ * hand), passes `systemd-analyze verify` without a warning, and passes only flags the real
+ * `run` parser accepts. The module itself is checked option by option in ModuleEval.test.ts
+ * and run under systemd in SystemdUnit.test.ts.
  */
-import * as Command from "@effect/cli/Command"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Option, Ref } from "effect"
-import type * as Console from "effect/Console"
+import { Effect, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { isCi, nixSuiteMode, runProcess } from "../../../scripts/nix/fixtures.js"
-import { ExitStatus } from "../src/cli/ExitStatus.js"
-import { runCommand } from "../src/cli/RunCommand.js"
 import { describeNix } from "./nix/describeNix.js"
+import { describeNeeding, moduleEvalMissing, NIXPKGS_LIB } from "./support/moduleEval.js"
+import { accepted, parseArgv, parseRun, systemdWords } from "./support/runParser.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
 const UNIT_FILE = Path.join(REPO, "packaging/nixfleet-agent.service")
-const NIXOS_MODULE = Path.join(REPO, "nix/nixos-module.nix")
 const TIMEOUT = 60_000
 
 // ---------------------------------------------------------------------------------------
@@ -60,7 +57,7 @@ const renderArgs = (settings: Settings) =>
 const flagsOf = (argv: ReadonlyArray<string>) => argv.filter((word) => word.startsWith("--"))
 
 const REQUIRED = { controlPlaneUrl: "https://cp.example.org:8443", machineId: "web-01" }
-const REQUIRED_ARGV = ["--control-plane-url", "https://cp.example.org:8443", "--machine-id", "web-01"]
+const REQUIRED_ARGV = ["run", "--control-plane-url", "https://cp.example.org:8443", "--machine-id", "web-01"]
 
 /** Every setting, with values a shell or systemd would split, quote or expand. */
 const EVERYTHING: Settings = {
@@ -83,6 +80,7 @@ const EVERYTHING: Settings = {
 }
 
 const EVERYTHING_ARGV = [
+  "run",
   "--control-plane-url",
   "https://cp.example.org:8443",
   "--machine-id",
@@ -156,68 +154,7 @@ const unitValue = (section: string, key: string) => {
   return values[0] ?? ""
 }
 
-/**
- * The words of an Exec* line as agent-args.nix writes them: bare words, or double-quoted
- * JSON strings; `%%` and `$$` stand for `%` and `$`. (systemd's own syntax is larger; the
- * unit must stay in this subset, which is what the renderer emits.)
- */
-const systemdWords = (line: string): ReadonlyArray<string> =>
-  Array.from(line.matchAll(/"(?:[^"\\]|\\.)*"|[^\s"]+/g), ([word]) => {
-    const plain = word.replaceAll("%%", "%").replaceAll("$$", "$")
-    return word.startsWith("\"") ? JSON.parse(plain) as string : plain
-  })
-
 const execStartArgv = () => systemdWords(unitValue("Service", "ExecStart"))
-
-// ---------------------------------------------------------------------------------------
-// The real `run` parser, without running the daemon
-// ---------------------------------------------------------------------------------------
-
-type Parsed =
-  | { readonly _tag: "Accepted"; readonly options: Record<string, unknown> }
-  | { readonly _tag: "Refused"; readonly message: string }
-
-/**
- * `nixfleet-agent run <argv>` through the command's own options and schemas, its handler
- * replaced by one that records what it was given. The environment is not read: every
- * value comes from argv or a default.
- */
-const parseRun = (argv: ReadonlyArray<string>): Effect.Effect<Parsed> =>
-  Effect.gen(function*() {
-    let given: Record<string, unknown> | undefined
-    const printed: Array<string> = []
-    const record = (...args: ReadonlyArray<unknown>) => {
-      printed.push(args.map(String).join(" "))
-    }
-    const current = yield* Effect.console
-    const capturing: Console.Console = {
-      ...current,
-      log: (...args: ReadonlyArray<unknown>) => Effect.sync(() => record(...args)),
-      error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => record(...args)),
-      unsafe: { ...current.unsafe, log: record, error: record }
-    }
-    const recordOnly = Command.transformHandler(runCommand, (_handler, options) =>
-      Effect.sync(() => {
-        given = { ...options }
-      }))
-    yield* Command.run(recordOnly, { name: "nixfleet-agent", version: "test" })(["node", "nixfleet-agent", ...argv])
-      .pipe(
-        Effect.provide(NodeContext.layer),
-        Effect.provideService(ExitStatus, yield* Ref.make(0)),
-        Effect.withConfigProvider(ConfigProvider.fromMap(new Map())),
-        Effect.withConsole(capturing),
-        Effect.exit
-      )
-    const parsed: Parsed = given === undefined
-      ? { _tag: "Refused", message: printed.join("\n") }
-      : { _tag: "Accepted", options: given }
-    return parsed
-  })
-
-const accepted = (parsed: Parsed, what: string) => {
-  if (parsed._tag === "Refused") throw new Error(`run refused ${what}: ${parsed.message}`)
-  return parsed.options
-}
 
 // ---------------------------------------------------------------------------------------
 // Tools
@@ -286,7 +223,9 @@ describeNix("nix/agent-args.nix and the Nix files", () => {
         "nix/package.nix",
         "nix/nixos-module.nix",
         "nix/darwin-module.nix",
-        "nix/module-options.nix"
+        "nix/module-options.nix",
+        "nix/module-eval.nix",
+        "nix/reference-unit.nix"
       ]))
       for (const file of files) {
         const done = yield* runProcess("nix-instantiate", ["--parse", file], { cwd: REPO })
@@ -295,7 +234,7 @@ describeNix("nix/agent-args.nix and the Nix files", () => {
       }
     }), TIMEOUT)
 
-  it.live("required settings only: two flags", () =>
+  it.live("required settings only: `run` and two flags", () =>
     Effect.gen(function*() {
       expect(yield* renderArgs(REQUIRED)).toStrictEqual(REQUIRED_ARGV)
     }), TIMEOUT)
@@ -341,7 +280,7 @@ describeNix("nix/agent-args.nix and the Nix files", () => {
         }
         // A value that looks like a flag is still a value.
         expect(yield* renderArgs({ ...REQUIRED, machineId: "--trust-file", trustFile: "/x" })).toStrictEqual([
-          ...REQUIRED_ARGV.slice(0, 3),
+          ...REQUIRED_ARGV.slice(0, 4),
           "--trust-file",
           "--trust-file",
           "/x"
@@ -361,28 +300,10 @@ describeNix("nix/agent-args.nix and the Nix files", () => {
       expect(line).toContain(`"/var/lib/nixfleet/cert 100%%.pem"`)
     }), TIMEOUT)
 
-  it.live(
-    "the reference unit's ExecStart is what agent-args.nix renders for the sample settings",
-    () =>
-      Effect.gen(function*() {
-        const rendered = yield* evalJson(
-          `let s = import ./packaging/sample-settings.nix; in (import ./nix/agent-args.nix).execStart s.program s.settings`
-        )
-        expect(unitValue("Service", "ExecStart")).toBe(rendered)
-        // The same comparison as the flake's checks.<system>.agent-args.
-        expect(yield* evalJson("import ./nix/reference-unit-check.nix")).toBe(true)
-        const tags = (yield* evalJson("(import ./packaging/sample-settings.nix).settings.tags")) as ReadonlyArray<
-          string
-        >
-        expect(unitValues("Service", "Environment")).toContain(JSON.stringify(`NIXFLEET_TAGS=${tags.join(",")}`))
-      }),
-    TIMEOUT
-  )
-
   it.live("the module's defaults are the agent's own defaults", () =>
     Effect.gen(function*() {
       const defaults = (yield* evalJson("(import ./nix/agent-args.nix).defaults")) as Record<string, unknown>
-      const options = accepted(yield* parseRun(REQUIRED_ARGV), "the required flags")
+      const options = accepted(yield* parseArgv(REQUIRED_ARGV), "the required flags")
       for (
         const key of [
           "trustFile",
@@ -406,7 +327,7 @@ describeNix("nix/agent-args.nix and the Nix files", () => {
     "the real run parser accepts everything agent-args.nix renders, each value as one argument",
     () =>
       Effect.gen(function*() {
-        const options = accepted(yield* parseRun(yield* renderArgs(EVERYTHING)), "every setting")
+        const options = accepted(yield* parseArgv(yield* renderArgs(EVERYTHING)), "every setting")
         expect(options).toMatchObject({
           machineId: `web 01 "quoted" it's`,
           trustFile: "/etc/nixfleet/agent/trust file.json",
@@ -428,7 +349,8 @@ describe("the reference unit and the agent's command line", () => {
     Effect.gen(function*() {
       const [program, ...argv] = execStartArgv()
       expect(program).toMatch(/^\/nix\/store\/[0-9a-z]{32}-nixfleet-agent-[^/]+\/bin\/nixfleet-agent$/)
-      const options = accepted(yield* parseRun(argv), "the reference unit's ExecStart")
+      expect(argv[0]).toBe("run")
+      const options = accepted(yield* parseArgv(argv), "the reference unit's ExecStart")
       const value = (flag: string) => argv[argv.indexOf(flag) + 1]
       expect(options).toMatchObject({
         controlPlaneUrl: value("--control-plane-url"),
@@ -447,33 +369,40 @@ describe("the reference unit and the agent's command line", () => {
 
   it.effect("the parser refuses an unknown flag and a repeated one (so the checks above can fail)", () =>
     Effect.gen(function*() {
-      expect((yield* parseRun([...REQUIRED_ARGV, "--poll-interval", "5"]))._tag).toBe("Refused")
-      expect((yield* parseRun([...REQUIRED_ARGV, "--state-dir", "/a", "--state-dir", "/b"]))._tag).toBe("Refused")
+      expect((yield* parseArgv([...REQUIRED_ARGV, "--poll-intervall", "5"]))._tag).toBe("Refused")
+      expect((yield* parseArgv([...REQUIRED_ARGV, "--state-dir", "/a", "--state-dir", "/b"]))._tag).toBe("Refused")
+      expect((yield* parseRun(["run", ...REQUIRED_ARGV.slice(1)]))._tag).toBe("Refused")
     }))
+})
 
-  it("keeps the service settings of nix/nixos-module.nix", () => {
-    const module = Fs.readFileSync(NIXOS_MODULE, "utf8")
-    // A Nix string or number: `RestartSec = 30;`, `StateDirectoryMode = "0700";`.
-    const assigned = (key: string, value: string) =>
-      new RegExp(`\\b${key} = "?${value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}"?;`)
-    for (const key of ["Type", "NotifyAccess", "Restart", "RestartSec", "TimeoutStopSec", "StateDirectoryMode"]) {
-      expect(module, `serviceConfig.${key}`).toMatch(assigned(key, unitValue("Service", key)))
-    }
-    expect(unitValue("Service", "NoNewPrivileges")).toBe("true")
-    expect(module).toContain("NoNewPrivileges = true;")
-    expect(unitValue("Service", "X-RestartIfChanged")).toBe("false")
-    expect(module).toContain("restartIfChanged = false;")
-    expect(unitValue("Unit", "StartLimitIntervalSec")).toBe("0")
-    expect(module).toContain("startLimitIntervalSec = 0;")
-    expect(module).toContain(`default = ${JSON.stringify(unitValue("Service", "WatchdogSec"))};`)
-    expect(module).toContain(`description = ${JSON.stringify(unitValue("Unit", "Description"))};`)
-    expect(unitValue("Unit", "After").split(" ")).toStrictEqual(["network-online.target", "nix-daemon.service"])
-    expect(unitValue("Unit", "Wants")).toBe("network-online.target")
-    expect(unitValues("Service", "StateDirectory")).toStrictEqual(["nixfleet", "nixfleet-agent"])
-    expect(unitValues("Service", "Environment")).toContain(`"XDG_CACHE_HOME=/var/lib/nixfleet/.cache"`)
-    // The stop must outlast the agent's 25 s drain, and the watchdog its half-interval pings.
-    expect(Number(unitValue("Service", "TimeoutStopSec"))).toBeGreaterThan(25)
-  })
+describeNeeding(moduleEvalMissing(), "packaging/nixfleet-agent.service is the evaluated module's unit", () => {
+  it.live("it is what nix/reference-unit.nix renders for packaging/sample-settings.nix", () =>
+    Effect.gen(function*() {
+      const rendered = yield* evalJson(
+        `import ./nix/reference-unit.nix { lib = import ${JSON.stringify(NIXPKGS_LIB)}; }`
+      )
+      expect(Fs.readFileSync(UNIT_FILE, "utf8")).toBe(rendered)
+      // The same comparison as the flake's checks.<system>.reference-unit.
+      expect(yield* evalJson(`import ./nix/reference-unit-check.nix { lib = import ${JSON.stringify(NIXPKGS_LIB)}; }`))
+        .toBe(true)
+    }), TIMEOUT)
+
+  it.scopedLive("the check fails, naming the file, when the unit drifts from the module", () =>
+    Effect.gen(function*() {
+      // The check run on a copy of the tree whose unit lost a line.
+      const dir = yield* tempDir
+      Fs.cpSync(Path.join(REPO, "nix"), Path.join(dir, "nix"), { recursive: true })
+      Fs.cpSync(Path.join(REPO, "packaging"), Path.join(dir, "packaging"), { recursive: true })
+      const unit = Path.join(dir, "packaging/nixfleet-agent.service")
+      Fs.writeFileSync(unit, Fs.readFileSync(unit, "utf8").replace("Type=notify\n", ""))
+      const done = yield* runProcess("nix-instantiate", [
+        "--eval",
+        "-E",
+        `import ./nix/reference-unit-check.nix { lib = import ${JSON.stringify(NIXPKGS_LIB)}; }`
+      ], { cwd: dir })
+      expect(done.code).not.toBe(0)
+      expect(done.stderr).toContain("packaging/nixfleet-agent.service is not the unit nix/nixos-module.nix renders")
+    }), TIMEOUT)
 })
 
 describeWith("systemd-analyze", "packaging/nixfleet-agent.service under systemd-analyze verify", () => {
@@ -481,7 +410,7 @@ describeWith("systemd-analyze", "packaging/nixfleet-agent.service under systemd-
     Effect.gen(function*() {
       // verify checks that ExecStart's program exists: run it with this node in its place.
       const text = Fs.readFileSync(UNIT_FILE, "utf8").replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`)
-      expect(text).toContain(`ExecStart=${process.execPath} --control-plane-url`)
+      expect(text).toContain(`ExecStart=${process.execPath} run --control-plane-url`)
       const verified = yield* verifyUnit(text)
       expect(verified.about).toStrictEqual([])
       expect(verified.code).toBe(0)

@@ -57,11 +57,12 @@ describe("signature classification (spec §2.3, §9.1)", () => {
 })
 
 describe("systemd-run (command construction and recorded unit states)", () => {
-  it("fires a named transient service, collected, never a scope", () => {
+  it("fires a named transient service, collected, waited for by the client, never a scope", () => {
     expect(systemdRunArgv("nixfleet-switch", `/nix/store/${A}`)).toStrictEqual([
       "systemd-run",
       "--unit=nixfleet-switch",
       "--collect",
+      "--wait",
       "--",
       `/nix/store/${A}/bin/switch-to-configuration`,
       "switch"
@@ -69,7 +70,7 @@ describe("systemd-run (command construction and recorded unit states)", () => {
     const rollback = systemdRunArgv("nixfleet-rollback", `/nix/store/${B}`)
     expect(rollback).toContain("--unit=nixfleet-rollback")
     expect(rollback).toContain(`/nix/store/${B}/bin/switch-to-configuration`)
-    expect(rollback.join(" ")).not.toMatch(/--scope|--wait|--pipe|current-system/)
+    expect(rollback.join(" ")).not.toMatch(/--scope|--pipe|current-system/)
   })
 
   it("a running unit has not ended", () => {

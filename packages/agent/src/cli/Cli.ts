@@ -5,8 +5,10 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Config from "effect/Config"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import { VERSION } from "../version.js"
 import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
@@ -20,9 +22,41 @@ import { statusCommand } from "./StatusCommand.js"
  * @since 0.1.0
  */
 export const rootCommand = Command.make("nixfleet-agent").pipe(
-  Command.withDescription("the nixfleet host agent"),
+  Command.withDescription(
+    "the nixfleet host agent; run's flags without a subcommand run the daemon, as the reference agent's command line does"
+  ),
   Command.withSubcommands([runCommand, activateCommand, rollbackCommand, statusCommand, devCommand])
 )
+
+/** @effect/cli's own flags of the root command: `nixfleet-agent --help` still lists the subcommands. */
+const ROOT_FLAGS = new Set(["--help", "-h", "--version", "--wizard", "--completions", "--log-level"])
+
+/** Either of run's two required settings in the environment: the reference agent's way to be configured. */
+const runEnvironment = Config.all([
+  Config.option(Config.nonEmptyString("NIXFLEET_AGENT_CP_URL")),
+  Config.option(Config.nonEmptyString("NIXFLEET_AGENT_MACHINE_ID"))
+]).pipe(Config.map(([url, machine]) => Option.isSome(url) || Option.isSome(machine)))
+
+/**
+ * The reference binary has no subcommands: its units run `nixfleet-agent --control-plane-url
+ * … --machine-id …`, or no arguments at all with its settings in the environment. Such an
+ * argv (`node`, the script, then run's flags or nothing) is `run`'s. A first word that is a
+ * subcommand or one of @effect/cli's root flags keeps its meaning; an unknown flag is then
+ * run's to refuse (exit 64), as the reference binary refuses it.
+ *
+ * @since 0.1.0
+ */
+export const withDefaultCommand = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.gen(function*() {
+    const [node = "node", script = "nixfleet-agent", ...args] = argv
+    const first = args[0]
+    if (first === undefined) {
+      const configured = yield* Effect.orElseSucceed(runEnvironment, () => false)
+      return configured ? [node, script, "run"] : argv
+    }
+    const flag = first.split("=")[0] ?? first
+    return first.startsWith("-") && !ROOT_FLAGS.has(flag) ? [node, script, "run", ...args] : argv
+  })
 
 /**
  * The command line whose handlers write through `console`: only @effect/cli's own output
@@ -62,7 +96,7 @@ export const runCli = (argv: ReadonlyArray<string>): Effect.Effect<number> =>
       error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => capture(...args)),
       unsafe: { ...current.unsafe, error: capture }
     }
-    const exit = yield* cliWith(current)(argv).pipe(
+    const exit = yield* cliWith(current)(yield* withDefaultCommand(argv)).pipe(
       Effect.provideService(ExitStatus, status),
       Effect.provide(NodeContext.layer),
       Effect.withConsole(capturing),

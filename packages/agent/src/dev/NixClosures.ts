@@ -28,6 +28,9 @@ import type { SandboxLayout } from "./Sandbox.js"
  * - `Hang`: `exec /bin/sleep 3600`, link untouched (the script's pid is the sleep's). It
  *   records its pid as `markers/hang-<basename>.<pid>.pid`, so that whoever gives up on
  *   the switch can stop it.
+ * - `FlipThenRun`: flips to itself, then runs each argv in order, as a real switch restarts
+ *   units once its activation script has moved the link (`systemctl daemon-reload`, …);
+ *   exits with the first failing command's status, else 0.
  *
  * @since 0.1.0
  */
@@ -37,6 +40,7 @@ export type SwitchBehaviour =
   | { readonly _tag: "FlipTo"; readonly closure: string }
   | { readonly _tag: "FlipThenExit"; readonly code: number }
   | { readonly _tag: "Hang" }
+  | { readonly _tag: "FlipThenRun"; readonly commands: ReadonlyArray<ReadonlyArray<string>> }
 
 /**
  * The components whose canonical paths the pipeline compares to choose `boot` over `switch`.
@@ -142,6 +146,14 @@ const behaviourLines = (behaviour: SwitchBehaviour): Either.Either<ReadonlyArray
     case "Hang":
       // The pid survives the `exec`: it is the sleep's.
       return Either.right(["echo $$ > \"$markers/hang-$base.$$.pid\"", "exec /bin/sleep 3600"])
+    case "FlipThenRun":
+      return behaviour.commands.some((argv) => argv.length === 0)
+        ? Either.left("FlipThenRun needs a non-empty argv for every command")
+        : Either.right([
+          "flip \"$self\"",
+          ...behaviour.commands.map((argv) => `${argv.map(shellQuote).join(" ")} || exit $?`),
+          "exit 0"
+        ])
   }
 }
 

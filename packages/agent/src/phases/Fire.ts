@@ -51,9 +51,11 @@ export interface FiredSwitch {
 }
 
 /**
- * `systemd-run` with a named transient service: `--unit` (never `--scope` or `--pipe
- * --wait`, which keep the switch in the agent's cgroup, where the agent's stop would kill
- * it) and `--collect` so the unit does not linger.
+ * `systemd-run` with a named transient service: `--unit` (never `--scope` or `--pipe`: a
+ * scope keeps the switch in the agent's cgroup, where the agent's stop would kill it, and a
+ * pipe ties its output to the agent) and `--collect` so the unit does not linger. `--wait`
+ * makes this client, not the switch, wait for the unit and report how it ended: the unit
+ * runs in its own cgroup, and a client killed with the agent leaves it running.
  *
  * @since 0.1.0
  */
@@ -61,6 +63,7 @@ export const systemdRunArgv = (unit: SwitchUnit, storePath: string): readonly [s
   "systemd-run",
   `--unit=${unit}`,
   "--collect",
+  "--wait",
   "--",
   `${storePath}/bin/switch-to-configuration`,
   "switch"
@@ -122,8 +125,28 @@ export const unitEnded = (state: UnitState): boolean =>
 export const unitExitStatus = (state: UnitState): number | null =>
   state.loadState === "loaded" ? state.execMainStatus : null
 
-/** How often the unit's state is read while the switch runs. */
+/**
+ * How often the unit's state is read when `systemd-run --wait` cannot say how the unit
+ * ended (its client was killed).
+ */
 const UNIT_POLL = "500 millis"
+
+/**
+ * What `systemd-run --wait` prints about its unit: that it started it (`Running as unit:`)
+ * and how its main process ended (`Main processes terminated with: code=exited/status=N`;
+ * a signal gives a name, not a number).
+ *
+ * @since 0.1.0
+ */
+export const parseSystemdRunOutput = (
+  text: string
+): { readonly started: boolean; readonly ended: number | null | undefined } => {
+  const started = /^Running as unit: /m.test(text)
+  const terminated = /^Main processes terminated with: code=(\w+)\/status=(\S+)/m.exec(text)
+  if (terminated === null) return { started, ended: /^Finished with result: /m.test(text) ? null : undefined }
+  const [, code, status] = terminated
+  return { started, ended: code === "exited" && status !== undefined && /^\d+$/.test(status) ? Number(status) : null }
+}
 
 const showUnit = (unit: SwitchUnit) =>
   run(["systemctl", "show", `--property=${UNIT_PROPERTIES}`, `${unit}.service`], { timeout: "10 seconds" }).pipe(
@@ -131,34 +154,69 @@ const showUnit = (unit: SwitchUnit) =>
     Effect.option
   )
 
+/** The unit's end as `systemctl show` sees it (the fallback when the client is gone). */
+const pollUntilEnded = (unit: SwitchUnit) =>
+  Effect.gen(function*() {
+    while (true) {
+      const state = yield* showUnit(unit)
+      if (state._tag === "Some" && unitEnded(state.value)) return unitExitStatus(state.value)
+      yield* Effect.sleep(UNIT_POLL)
+    }
+  })
+
 const fireSystemd = (unit: SwitchUnit, storePath: string) =>
   Effect.gen(function*() {
     // A failed unit of the same name from an earlier run would make systemd-run refuse.
     yield* Effect.ignore(run(["systemctl", "reset-failed", `${unit}.service`], { timeout: "10 seconds" }))
     const argv = systemdRunArgv(unit, storePath)
-    const done = yield* run(argv, { timeout: "60 seconds" }).pipe(
-      Effect.mapError((error) =>
-        new FireFailed({
-          phase: "systemd-run-fire",
-          exitCode: null,
-          detail: error._tag === "SpawnFailed" ? `spawn ${display(argv)}: ${error.detail}` : "systemd-run timed out"
-        })
-      )
-    )
-    if (done.exitCode !== 0) {
-      return yield* new FireFailed({ phase: "systemd-run-fire", exitCode: done.exitCode, detail: done.stderr.trim() })
-    }
-    // Polled only while someone waits for the end (verify races it and stops it).
-    const ended = Effect.gen(function*() {
-      while (true) {
-        const state = yield* showUnit(unit)
-        if (state._tag === "Some" && unitEnded(state.value)) return unitExitStatus(state.value)
-        yield* Effect.sleep(UNIT_POLL)
+    const failed = (exitCode: number | null, detail: string) =>
+      new FireFailed({ phase: "systemd-run-fire", exitCode, detail })
+    // Completes with how the client ended: the unit's exit status as it reported it
+    // (a number, or null for a signal), or undefined when it could not tell (killed).
+    const clientEnded = yield* Deferred.make<number | null | undefined>()
+    const [command, ...args] = argv
+    yield* Effect.async<void, FireFailed>((resume) => {
+      let output = ""
+      let started = false
+      // The client is the agent's child (killed with it); the unit is systemd's.
+      const client = ChildProcess.spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] })
+      const read = (chunk: string) => {
+        output = (output + chunk).slice(-16 * 1024)
+        if (!started && parseSystemdRunOutput(output).started) {
+          started = true
+          resume(Effect.void)
+        }
       }
-    })
+      client.stdout.setEncoding("utf8").on("data", read)
+      client.stderr.setEncoding("utf8").on("data", read)
+      client.once("error", (error) => {
+        if (!started) resume(Effect.fail(failed(null, `spawn ${display(argv)}: ${error.message}`)))
+        started = true
+        Deferred.unsafeDone(clientEnded, Effect.succeed(undefined))
+      })
+      client.once("close", (code) => {
+        if (!started) {
+          started = true
+          resume(Effect.fail(failed(code, output.trim())))
+        }
+        Deferred.unsafeDone(clientEnded, Effect.succeed(parseSystemdRunOutput(output).ended))
+      })
+    }).pipe(
+      Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => failed(null, "systemd-run timed out") })
+    )
+    const ended = Effect.flatMap(
+      Deferred.await(clientEnded),
+      (status) => status === undefined ? pollUntilEnded(unit) : Effect.succeed(status)
+    )
     return {
       ended,
-      exitStatus: Effect.map(showUnit(unit), (state) => state._tag === "Some" ? unitExitStatus(state.value) : null),
+      exitStatus: Effect.flatMap(Deferred.poll(clientEnded), (done) =>
+        done._tag === "Some"
+          ? Effect.flatMap(done.value, (status) =>
+            status === undefined
+              ? Effect.map(showUnit(unit), (state) => state._tag === "Some" ? unitExitStatus(state.value) : null)
+              : Effect.succeed(status))
+          : Effect.succeed(null)),
       stop: Effect.ignore(run(["systemctl", "stop", `${unit}.service`], { timeout: "60 seconds" }))
     } satisfies FiredSwitch
   })
@@ -253,7 +311,14 @@ export const fire = (args: {
         return yield* spawnDetached([activate], log, "darwin-activate-spawn")
       }
     }
-  }).pipe(Effect.withSpan("ActivationPipeline.fire"), Effect.annotateLogs("phase", "fire"))
+  }).pipe(
+    // One line per switch, in the journal next to the rollout's others.
+    Effect.tap(() =>
+      Effect.logInfo("switch fired").pipe(Effect.annotateLogs({ method: args.method, unit: args.unit }))
+    ),
+    Effect.withSpan("ActivationPipeline.fire"),
+    Effect.annotateLogs("phase", "fire")
+  )
 
 /**
  * `<storePath>/bin/switch-to-configuration boot`, in the foreground: makes the new

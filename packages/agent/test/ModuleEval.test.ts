@@ -1,0 +1,397 @@
+/**
+ * `nixosModules.default` and `darwinModules.default` evaluated by nixpkgs' real module system
+ * (`nix/module-eval.nix`, the vendored `lib`), for the option sets an operator writes: what
+ * the host gets (the unit's ExecStart and settings, tmpfiles, /etc files, the launchd daemon)
+ * is checked, its command line goes through the agent's real parser, and every bad
+ * configuration fails with the module system's own message.
+ */
+import { expect, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { HealthChecks } from "../src/HealthChecks.js"
+import {
+  describeNeeding,
+  evalDarwin,
+  evalNixos,
+  moduleEvalMissing,
+  type NixosResult,
+  refusal
+} from "./support/moduleEval.js"
+import { accepted, parseArgv, systemdWords } from "./support/runParser.js"
+
+const TIMEOUT = 60_000
+const PROGRAM = "/nix/store/00000000000000000000000000000000-nixfleet-agent-0.1.0/bin/nixfleet-agent"
+const URL_ = "https://cp.example.org:8443"
+
+const execStart = (result: NixosResult): ReadonlyArray<string> => {
+  const line = result.service?.serviceConfig["ExecStart"]
+  if (typeof line !== "string") throw new Error(`no ExecStart in ${JSON.stringify(result.service)}`)
+  return systemdWords(line)
+}
+
+/** flag → value of an argv (flags given once). */
+const flagValues = (argv: ReadonlyArray<string>) => {
+  const values = new Map<string, string>()
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] ?? ""
+    if (word.startsWith("--")) values.set(word, argv[i + 1] ?? "")
+  }
+  return values
+}
+
+const DEFAULT_ARGV = [
+  "run",
+  "--control-plane-url",
+  URL_,
+  "--machine-id",
+  "web-01",
+  "--trust-file",
+  "/etc/nixfleet/agent/trust.json",
+  "--manifest-freshness-window-secs",
+  "3600",
+  "--client-cert",
+  "/var/lib/nixfleet/agent-cert.pem",
+  "--client-key",
+  "/etc/ssh/ssh_host_ed25519_key",
+  "--state-dir",
+  "/var/lib/nixfleet-agent",
+  "--ssh-host-key-file",
+  "/etc/ssh/ssh_host_ed25519_key",
+  "--health-checks-file",
+  "/etc/nixfleet/agent/health-checks.json",
+  "--sustained-failure-secs",
+  "120",
+  "--verify-timeout-secs",
+  "300",
+  "--realise-timeout-secs",
+  "3600",
+  "--switch-method",
+  "systemd-run",
+  "--log-format",
+  "json"
+]
+
+describeNeeding(moduleEvalMissing(), "the NixOS module under lib.evalModules", () => {
+  it.live(
+    "defaults: a notify unit running `run` with the defaults, never restarted by a switch",
+    () =>
+      Effect.gen(function*() {
+        const result = yield* evalNixos({ controlPlaneUrl: URL_ })
+        expect(execStart(result)).toStrictEqual([PROGRAM, ...DEFAULT_ARGV])
+        expect(result.service).toMatchObject({
+          description: "nixfleet host agent",
+          wantedBy: ["multi-user.target"],
+          after: ["network-online.target", "nix-daemon.service"],
+          wants: ["network-online.target"],
+          restartIfChanged: false,
+          startLimitIntervalSec: 0,
+          environment: { XDG_CACHE_HOME: "/var/lib/nixfleet/.cache" },
+          path: [
+            "/nix/store/00000000000000000000000000000000-nix",
+            "/nix/store/00000000000000000000000000000000-systemd"
+          ]
+        })
+        expect(result.service?.serviceConfig).toStrictEqual({
+          Type: "notify",
+          NotifyAccess: "main",
+          ExecStart: expect.any(String),
+          Restart: "always",
+          RestartSec: 30,
+          TimeoutStopSec: 60,
+          StateDirectory: ["nixfleet", "nixfleet-agent"],
+          StateDirectoryMode: "0700",
+          NoNewPrivileges: true,
+          WatchdogSec: "120s"
+        })
+        expect(result.tmpfiles).toStrictEqual([])
+        expect(result.etc).toStrictEqual({})
+        expect(result.systemPackages).toStrictEqual([
+          "/nix/store/00000000000000000000000000000000-nixfleet-agent-0.1.0"
+        ])
+        // The rendered unit carries what the module set.
+        expect(result.unit).toContain("\nType=notify\n")
+        expect(result.unit).toContain("\nX-RestartIfChanged=false\n")
+        expect(result.unit).toContain(`\nExecStart=${PROGRAM} run --control-plane-url ${URL_} `)
+        // The agent's parser takes the unit's command line as it is.
+        const options = accepted(yield* parseArgv(execStart(result).slice(1)), "the default ExecStart")
+        expect(options).toMatchObject({ controlPlaneUrl: URL_, machineId: "web-01", switchMethod: "systemd-run" })
+      }),
+    TIMEOUT
+  )
+
+  it.live("machineId defaults to networking.hostName", () =>
+    Effect.gen(function*() {
+      const result = yield* evalNixos({ controlPlaneUrl: URL_ }, { hostName: "db-07" })
+      expect(flagValues(execStart(result)).get("--machine-id")).toBe("db-07")
+    }), TIMEOUT)
+
+  it.live(
+    "TLS and enrollment: every certificate flag, the token and renewal, as one word each",
+    () =>
+      Effect.gen(function*() {
+        const result = yield* evalNixos({
+          controlPlaneUrl: URL_,
+          tls: { caCert: "/etc/nixfleet/cp ca.pem", clientCert: "/var/lib/nixfleet/cert.pem", clientKey: "/etc/key" },
+          bootstrapTokenFile: "/run/secrets/token",
+          renewalThresholdFraction: 0.5
+        })
+        const values = flagValues(execStart(result))
+        expect(values.get("--ca-cert")).toBe("/etc/nixfleet/cp ca.pem")
+        expect(values.get("--client-cert")).toBe("/var/lib/nixfleet/cert.pem")
+        expect(values.get("--client-key")).toBe("/etc/key")
+        expect(values.get("--bootstrap-token-file")).toBe("/run/secrets/token")
+        expect(values.get("--renewal-threshold-fraction")).toBe("0.5")
+        const options = accepted(yield* parseArgv(execStart(result).slice(1)), "the TLS ExecStart")
+        expect(options).toMatchObject({
+          caCert: { _tag: "Some", value: "/etc/nixfleet/cp ca.pem" },
+          renewalThresholdFraction: { _tag: "Some", value: 0.5 }
+        })
+        // No TLS at all: no certificate flag.
+        const plain = yield* evalNixos({ controlPlaneUrl: URL_, tls: { clientCert: null, clientKey: null } })
+        expect(execStart(plain).filter((word) => /^--(ca-cert|client-cert|client-key)$/.test(word))).toStrictEqual([])
+      }),
+    TIMEOUT
+  )
+
+  it.live("probes and trust: /etc files the agent reads, in its own schema", () =>
+    Effect.gen(function*() {
+      const healthChecks = {
+        nginx: { kind: "http", mode: "enforce", url: "http://127.0.0.1/health", intervalSeconds: 10 },
+        sshd: { kind: "tcp", mode: "observe", port: 22 }
+      }
+      const trust = { schemaVersion: 1, ciReleaseKey: { current: { algorithm: "ed25519", public: "AAAA" } } }
+      const result = yield* evalNixos({ controlPlaneUrl: URL_, healthChecks, trust })
+      const declared = JSON.parse(result.etc["nixfleet/agent/health-checks.json"] ?? "null") as unknown
+      expect(declared).toStrictEqual(healthChecks)
+      const decoded = Schema.decodeUnknownSync(HealthChecks)(declared)
+      expect(decoded["nginx"]).toMatchObject({ kind: "http", mode: "enforce", intervalSeconds: 10 })
+      expect(decoded["sshd"]).toMatchObject({ kind: "tcp", mode: "observe", port: 22 })
+      expect(JSON.parse(result.etc["nixfleet/agent/trust.json"] ?? "null")).toStrictEqual(trust)
+      expect(flagValues(execStart(result)).get("--health-checks-file")).toBe("/etc/nixfleet/agent/health-checks.json")
+    }), TIMEOUT)
+
+  it.live("tags and environment reach the service's environment", () =>
+    Effect.gen(function*() {
+      const result = yield* evalNixos({
+        controlPlaneUrl: URL_,
+        tags: ["web", "eu-west"],
+        environment: { NIXFLEET_AGENT_PROBE_TEST_MODE: "1" }
+      })
+      expect(result.service?.environment).toStrictEqual({
+        XDG_CACHE_HOME: "/var/lib/nixfleet/.cache",
+        NIXFLEET_TAGS: "web,eu-west",
+        NIXFLEET_AGENT_PROBE_TEST_MODE: "1"
+      })
+      expect(result.unit).toContain(`Environment="NIXFLEET_TAGS=web,eu-west"\n`)
+    }), TIMEOUT)
+
+  it.live("extraArgs come last, and the parser takes them", () =>
+    Effect.gen(function*() {
+      const result = yield* evalNixos({
+        controlPlaneUrl: URL_,
+        extraArgs: ["--current-system-path", "/run/booted-system", "--metrics-textfile", "/var/lib/x.prom"]
+      })
+      const argv = execStart(result)
+      expect(argv.slice(-4)).toStrictEqual([
+        "--current-system-path",
+        "/run/booted-system",
+        "--metrics-textfile",
+        "/var/lib/x.prom"
+      ])
+      expect(accepted(yield* parseArgv(argv.slice(1)), "extraArgs")).toMatchObject({
+        currentSystemPath: "/run/booted-system"
+      })
+    }), TIMEOUT)
+
+  it.live(
+    "a state directory outside /var/lib is a tmpfiles rule; under it, a StateDirectory",
+    () =>
+      Effect.gen(function*() {
+        const outside = yield* evalNixos({ controlPlaneUrl: URL_, stateDir: "/srv/nixfleet agent" })
+        expect(outside.tmpfiles).toStrictEqual(["d /srv/nixfleet agent 0700 root root -"])
+        expect(outside.service?.serviceConfig["StateDirectory"]).toStrictEqual(["nixfleet"])
+        expect(flagValues(execStart(outside)).get("--state-dir")).toBe("/srv/nixfleet agent")
+        const nested = yield* evalNixos({ controlPlaneUrl: URL_, stateDir: "/var/lib/fleet/agent" })
+        expect(nested.tmpfiles).toStrictEqual([])
+        expect(nested.service?.serviceConfig["StateDirectory"]).toStrictEqual(["nixfleet", "fleet/agent"])
+      }),
+    TIMEOUT
+  )
+
+  it.live("watchdog off: no WatchdogSec; another value is passed as it is", () =>
+    Effect.gen(function*() {
+      const off = yield* evalNixos({ controlPlaneUrl: URL_, watchdogSec: null })
+      expect(off.service?.serviceConfig).not.toHaveProperty("WatchdogSec")
+      expect(off.unit).not.toContain("WatchdogSec")
+      const short = yield* evalNixos({ controlPlaneUrl: URL_, watchdogSec: "10s" })
+      expect(short.service?.serviceConfig["WatchdogSec"]).toBe("10s")
+    }), TIMEOUT)
+
+  it.live(
+    "the reference module's pollInterval and complianceGate.mode pass their flags, which run accepts",
+    () =>
+      Effect.gen(function*() {
+        const result = yield* evalNixos({
+          controlPlaneUrl: URL_,
+          pollInterval: 60,
+          complianceGate: { mode: "enforce" }
+        })
+        const values = flagValues(execStart(result))
+        expect(values.get("--poll-interval")).toBe("60")
+        expect(values.get("--compliance-gate-mode")).toBe("enforce")
+        expect(accepted(yield* parseArgv(execStart(result).slice(1)), "the reference flags")).toMatchObject({
+          pollInterval: { _tag: "Some", value: 60 },
+          complianceGateMode: { _tag: "Some", value: "enforce" }
+        })
+      }),
+    TIMEOUT
+  )
+
+  it.live("enable = false: nothing at all", () =>
+    Effect.gen(function*() {
+      const result = yield* evalNixos({ enable: false, controlPlaneUrl: URL_ })
+      expect(result).toStrictEqual({ service: null, unit: null, tmpfiles: [], etc: {}, systemPackages: [] })
+    }), TIMEOUT)
+
+  it.live(
+    "a wrong type fails with the module system's message naming the option and the type",
+    () =>
+      Effect.gen(function*() {
+        const cases: ReadonlyArray<readonly [Record<string, unknown>, RegExp]> = [
+          [
+            { verifyTimeoutSecs: "300" },
+            /option `services\.nixfleet-agent\.verifyTimeoutSecs' is not of type `integer between 1 and 359/
+          ],
+          [
+            { verifyTimeoutSecs: 400 },
+            /option `services\.nixfleet-agent\.verifyTimeoutSecs' is not of type `integer between 1 and 359/
+          ],
+          [{ tags: "web" }, /option `services\.nixfleet-agent\.tags' is not of type `list of string'/],
+          [
+            { switchMethod: "darwin" },
+            /option `services\.nixfleet-agent\.switchMethod' is not of type `one of "systemd-run", "direct"'/
+          ],
+          [
+            { logFormat: "text" },
+            /option `services\.nixfleet-agent\.logFormat' is not of type `one of "json", "pretty"'/
+          ],
+          [
+            { sustainedFailureSecs: 0 },
+            /option `services\.nixfleet-agent\.sustainedFailureSecs' is not of type `positive integer/
+          ],
+          [
+            { pollInterval: -1 },
+            /option `services\.nixfleet-agent\.pollInterval' is not of type `null or \(unsigned integer/
+          ],
+          [
+            { complianceGate: { mode: "strict" } },
+            /option `services\.nixfleet-agent\.complianceGate\.mode' is not of type/
+          ],
+          [{ pollIntervall: 60 }, /option `services\.nixfleet-agent\.pollIntervall' does not exist/]
+        ]
+        for (const [settings, message] of cases) {
+          expect(yield* refusal("nixos", { controlPlaneUrl: URL_, ...settings }), JSON.stringify(settings)).toMatch(
+            message
+          )
+        }
+      }),
+    TIMEOUT
+  )
+
+  it.live("a missing value fails with the module system's message", () =>
+    Effect.gen(function*() {
+      expect(yield* refusal("nixos", {})).toMatch(
+        /option `services\.nixfleet-agent\.controlPlaneUrl' was accessed but has no value defined/
+      )
+      // No host name to default the machine id to.
+      expect(yield* refusal("nixos", { controlPlaneUrl: URL_ }, { hostName: null })).toMatch(
+        /option `networking\.hostName' was accessed but has no value defined/
+      )
+    }), TIMEOUT)
+
+  it.live("a refused combination fails with the assertion's or the renderer's message", () =>
+    Effect.gen(function*() {
+      expect(yield* refusal("nixos", { controlPlaneUrl: URL_, renewalThresholdFraction: 1.5 })).toMatch(
+        /Failed assertions:\n\s*- services\.nixfleet-agent\.renewalThresholdFraction must be strictly between 0 and 1/
+      )
+      expect(
+        yield* refusal("nixos", { controlPlaneUrl: URL_, trust: { schemaVersion: 1 }, trustFile: "/etc/other.json" })
+      ).toMatch(/- services\.nixfleet-agent\.trust is rendered to \/etc\/nixfleet\/agent\/trust\.json/)
+      expect(yield* refusal("nixos", { controlPlaneUrl: URL_, machineId: "" })).toMatch(
+        /- services\.nixfleet-agent\.machineId must be set/
+      )
+      for (const extraArgs of [["--state-dir", "/elsewhere"], ["--machine-id=web-02"], ["--log-format", "json"]]) {
+        expect(yield* refusal("nixos", { controlPlaneUrl: URL_, extraArgs }), extraArgs.join(" ")).toMatch(
+          /nixfleet-agent: flag given twice \(check extraArgs\): --/
+        )
+      }
+      expect(yield* refusal("nixos", { controlPlaneUrl: URL_, pollInterval: 5, extraArgs: ["--poll-interval", "6"] }))
+        .toMatch(/flag given twice \(check extraArgs\): --poll-interval/)
+    }), TIMEOUT)
+})
+
+describeNeeding(moduleEvalMissing(), "the nix-darwin module under lib.evalModules", () => {
+  it.live(
+    "defaults: the launchd daemon runs `run` from the stable system path, with the darwin switch",
+    () =>
+      Effect.gen(function*() {
+        const result = yield* evalDarwin({ controlPlaneUrl: URL_ }, { hostName: "mac-01" })
+        const argv = result.daemon?.["ProgramArguments"] as ReadonlyArray<string>
+        expect(argv.slice(0, 2)).toStrictEqual(["/run/current-system/sw/bin/nixfleet-agent", "run"])
+        expect(flagValues(argv).get("--machine-id")).toBe("mac-01")
+        expect(flagValues(argv).get("--switch-method")).toBe("darwin")
+        expect(result.daemon).toMatchObject({
+          Label: "com.nixfleet.agent",
+          KeepAlive: true,
+          RunAtLoad: true,
+          ThrottleInterval: 10,
+          ExitTimeOut: 30,
+          WorkingDirectory: "/var/lib/nixfleet",
+          EnvironmentVariables: {
+            PATH: "/nix/var/nix/profiles/default/bin:/run/current-system/sw/bin:/usr/bin:/bin",
+            XDG_CACHE_HOME: "/var/lib/nixfleet/.cache"
+          }
+        })
+        expect(result.preActivation).toContain("mkdir -p /var/lib/nixfleet /var/lib/nixfleet-agent")
+        expect(accepted(yield* parseArgv(argv.slice(1)), "the darwin ProgramArguments")).toMatchObject({
+          switchMethod: "darwin",
+          machineId: "mac-01"
+        })
+      }),
+    TIMEOUT
+  )
+
+  it.live("tags, a state directory elsewhere and the reference flags", () =>
+    Effect.gen(function*() {
+      const result = yield* evalDarwin({
+        controlPlaneUrl: URL_,
+        machineId: "mac-02",
+        tags: ["build"],
+        stateDir: "/usr/local/var/nixfleet",
+        pollInterval: 30,
+        complianceGate: { mode: "auto" }
+      })
+      const argv = result.daemon?.["ProgramArguments"] as ReadonlyArray<string>
+      expect(flagValues(argv).get("--state-dir")).toBe("/usr/local/var/nixfleet")
+      expect(flagValues(argv).get("--poll-interval")).toBe("30")
+      expect(result.daemon?.["EnvironmentVariables"]).toMatchObject({ NIXFLEET_TAGS: "build" })
+      expect(result.preActivation).toContain("/usr/local/var/nixfleet")
+    }), TIMEOUT)
+
+  it.live(
+    "nix-darwin has no networking.hostName by default: machineId must be set, and the wrong switch is refused",
+    () =>
+      Effect.gen(function*() {
+        expect(yield* refusal("darwin", { controlPlaneUrl: URL_ }, { hostName: null })).toMatch(
+          /Failed assertions:\n\s*- services\.nixfleet-agent\.machineId must be set/
+        )
+        expect(yield* refusal("darwin", { controlPlaneUrl: URL_, machineId: "m", switchMethod: "systemd-run" }))
+          .toMatch(
+            /option `services\.nixfleet-agent\.switchMethod' is not of type `one of "darwin", "direct"'/
+          )
+        expect(yield* refusal("darwin", { controlPlaneUrl: URL_, machineId: "m", watchdogSec: "1s" })).toMatch(
+          /option `services\.nixfleet-agent\.watchdogSec' does not exist/
+        )
+      }),
+    TIMEOUT
+  )
+})

@@ -1,0 +1,707 @@
+/**
+ * The unit the NixOS module renders, run by a real systemd (this machine's 252, as PID 1 of
+ * a box: `shared/tools/systemd-box`, one box for the file). The unit comes from the module's
+ * evaluation by nixpkgs' module system, its ExecStart pointed at the built CLI; the dev
+ * control plane runs on this side of the box (the box shares the network). Shown here:
+ * `systemctl start` returns on READY=1 and StatusText follows the phases; the watchdog is
+ * pinged, and a wedged reducer gets the agent killed and restarted; `systemctl stop` exits
+ * 0, also mid-rollout and mid-switch; a SIGKILLed agent is restarted and resumes its
+ * rollout with no event lost or duplicated; the production switch method, `systemd-run`,
+ * detects every outcome of a real switch as `direct` does and leaves no transient unit, and
+ * the agent survives a switch that restarts it; the reference agent's command line reaches
+ * READY; the journal gets one JSON object per line.
+ *
+ * The evaluated unit gets a drop-in, never a change to the module: RestartSec=1 (the
+ * module's 30 s would only slow the restart tests down), an ExecStopPost that records how
+ * each run of the agent ended (systemd's own log goes to the box's console, not to its
+ * journal), and, for the reference command line, its ExecStart.
+ *
+ * A rollout is published while the agent is stopped, then the agent starts: it learns a new
+ * rollout's policy from its manifest poll, which runs at start and then every 30 s, and a
+ * dispatch the dev control plane hands to a long-poll that a stop then abandons is not
+ * handed out again (the reference control plane re-queues it on the boot heartbeat).
+ */
+import { expect, layer } from "@effect/vitest"
+import { Context, Effect, Layer, Schema } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { boot, buildClosure, makeSandbox, type NixSandbox } from "../../../scripts/nix/fixtures.js"
+import {
+  agentPackage,
+  agentUnit,
+  type Box,
+  boxMissing,
+  buildCli,
+  eventually,
+  startBox,
+  tempDirectory,
+  UNIT
+} from "../../../scripts/systemd/box.js"
+import { parseSystemdRunOutput } from "../src/phases/Fire.js"
+import { PRIOR, TARGET } from "./support/fixtures.js"
+import { describeNeeding } from "./support/moduleEval.js"
+import {
+  type Accepted,
+  type ControlPlane,
+  events,
+  HOST,
+  hostRecord,
+  publish,
+  startControlPlane,
+  TEST_MODES
+} from "./support/processes.js"
+
+const REPO = Path.resolve(__dirname, "../../..")
+const CLI = Path.join(REPO, "packages/agent/dist/bin.js")
+const TIMEOUT = 120_000
+
+/**
+ * The test drop-in: a short RestartSec, and one line per end of the agent's process in
+ * `exits` (`$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`, e.g. `success exited 0`).
+ */
+const dropIn = (host: AgentHost) =>
+  "[Service]\nRestartSec=1\n" +
+  `ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >> ${host.exits}'\n`
+
+/** How each run of the agent ended, oldest first. */
+const exits = (host: AgentHost): ReadonlyArray<string> =>
+  Fs.existsSync(host.exits) ? Fs.readFileSync(host.exits, "utf8").split("\n").filter((line) => line !== "") : []
+
+// ---------------------------------------------------------------------------------------
+// The box, the closures and the stand-in agent package, shared by the file
+// ---------------------------------------------------------------------------------------
+
+interface Closures {
+  /** What the host runs before each rollout. */
+  readonly booted: string
+  readonly flips: string
+  readonly exits3: string
+  readonly hangs: string
+  readonly flipsSlowly: string
+  /** Flips after 6 s: long enough to stop the agent in the middle. */
+  readonly landsLate: string
+  readonly restartsAgent: string
+  readonly reloadsDaemon: string
+}
+
+interface Env {
+  readonly box: Box
+  /** Shared with the box: state directories, the control planes, the agent package. */
+  readonly dir: string
+  readonly pkg: string
+  readonly sandbox: NixSandbox
+  readonly closures: Closures
+}
+
+class SystemdEnv extends Context.Tag("test/SystemdEnv")<SystemdEnv, Env>() {}
+
+const envLayer = Layer.scoped(
+  SystemdEnv,
+  Effect.gen(function*() {
+    yield* buildCli
+    const dir = yield* tempDirectory("nixfleet-systemd-")
+    const sandbox = yield* makeSandbox
+    const build = (name: string, behaviour: Parameters<typeof buildClosure>[1]["switch"]) =>
+      buildClosure(sandbox, { name: `nixos-system-web-01-${name}`, switch: behaviour })
+    const closures: Closures = {
+      booted: yield* build("booted", { _tag: "Flip" }),
+      flips: yield* build("flips", { _tag: "Flip" }),
+      exits3: yield* build("exits3", { _tag: "Exit", code: 3 }),
+      hangs: yield* build("hangs", { _tag: "Hang" }),
+      flipsSlowly: yield* build("slow", { _tag: "Flip", delayMs: 2_500 }),
+      landsLate: yield* build("late", { _tag: "Flip", delayMs: 6_000 }),
+      restartsAgent: yield* build("restarts", {
+        _tag: "FlipThenRun",
+        commands: [["/usr/bin/systemctl", "daemon-reload"], ["/usr/bin/systemctl", "restart", `${UNIT}.service`]]
+      }),
+      reloadsDaemon: yield* build("reloads", {
+        _tag: "FlipThenRun",
+        commands: [["/usr/bin/systemctl", "daemon-reload"]]
+      })
+    }
+    yield* boot(sandbox, closures.booted)
+    // A hung switch's pid is the box's, not ours: the sandbox must not signal it on cleanup
+    // (the box's stop ends it).
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const name of Fs.readdirSync(sandbox.markersDir)) {
+          if (name.startsWith("hang-")) Fs.rmSync(Path.join(sandbox.markersDir, name), { force: true })
+        }
+      })
+    )
+    const box = yield* startBox([dir, sandbox.root], dir)
+    return { box, dir, pkg: agentPackage(dir), sandbox, closures }
+  })
+)
+
+// ---------------------------------------------------------------------------------------
+// One agent unit per test
+// ---------------------------------------------------------------------------------------
+
+let hosts = 0
+
+interface AgentHost {
+  readonly cp: ControlPlane
+  readonly stateDir: string
+  readonly currentSystem: string
+  readonly exits: string
+}
+
+/** A control plane (this side of the box) and a state directory outside /var/lib. */
+const newHost = Effect.gen(function*() {
+  const { dir } = yield* SystemdEnv
+  const root = Path.join(dir, `host-${hosts++}`)
+  Fs.mkdirSync(root)
+  const cp = yield* startControlPlane(Path.join(root, "cp"))
+  const stateDir = Path.join(root, "state")
+  Fs.mkdirSync(stateDir)
+  const currentSystem = Path.join(root, "current-system")
+  Fs.symlinkSync(`/nix/store/${PRIOR}`, currentSystem)
+  return { cp, stateDir, currentSystem, exits: Path.join(root, "exits") } satisfies AgentHost
+})
+
+/** The module's settings for `host`: plain HTTP to the dev control plane, no host key. */
+const settingsFor = (host: AgentHost, extra: Readonly<Record<string, unknown>> = {}) => ({
+  controlPlaneUrl: host.cp.url,
+  machineId: HOST,
+  trustFile: host.cp.trustFile,
+  tls: { clientCert: null, clientKey: null },
+  stateDir: host.stateDir,
+  sshHostKeyFile: Path.join(host.stateDir, "..", "no-ssh-host-key"),
+  ...extra
+})
+
+/** Installs the evaluated unit and the test drop-in; stopped and reset when the test ends. */
+const installAgent = (host: AgentHost, settings: Readonly<Record<string, unknown>>, extraDropIn = "") =>
+  Effect.gen(function*() {
+    const { box, pkg } = yield* SystemdEnv
+    const unit = yield* agentUnit(settings, pkg)
+    yield* box.install(`${UNIT}.service`, unit, dropIn(host) + extraDropIn)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        yield* box.exec([
+          "systemctl",
+          "stop",
+          `${UNIT}.service`,
+          "nixfleet-switch.service",
+          "nixfleet-rollback.service"
+        ])
+        yield* box.exec(["systemctl", "reset-failed"])
+      })
+    )
+    return unit
+  })
+
+const show = (properties: ReadonlyArray<string>) =>
+  Effect.flatMap(SystemdEnv, ({ box }) => box.show(`${UNIT}.service`, properties))
+
+/** The agent's own journal lines, and systemd's about the unit. */
+const diagnostics = Effect.gen(function*() {
+  const { box } = yield* SystemdEnv
+  const status = yield* box.exec(["systemctl", "status", "--no-pager", "-n", "0", `${UNIT}.service`])
+  const journal = yield* box.exec(["journalctl", "-u", `${UNIT}.service`, "--no-pager", "-n", "40", "-o", "cat"])
+  return `${status.stdout}\njournal (tail):\n${journal.stdout}`
+})
+
+const awaitState = (host: AgentHost, rolloutId: string, state: string, timeoutMs = 60_000) =>
+  eventually(
+    `${rolloutId} to be ${state}`,
+    Effect.map(Effect.orDie(hostRecord(host.cp, rolloutId)), (record) => record?.state === state),
+    timeoutMs,
+    Effect.zipWith(
+      Effect.map(Effect.orDie(hostRecord(host.cp, rolloutId)), (record) => `record: ${JSON.stringify(record)}`),
+      diagnostics,
+      (a, b) => `${a}\n${b}`
+    )
+  )
+
+/**
+ * Every event reached the control plane once under its (rolloutId, seq): the first
+ * delivery of each seq is 1..n in order, and a resend is only ever flagged a duplicate of
+ * an identical body.
+ */
+const expectEachEventOnce = (accepted: Accepted, rolloutId: string) => {
+  const bodies = new Map<number, string>()
+  for (const { duplicate, envelope } of accepted) {
+    expect(envelope.rolloutId).toBe(rolloutId)
+    const body = JSON.stringify(envelope.event)
+    const seen = bodies.get(envelope.event.seq)
+    if (duplicate) expect(seen, `seq ${envelope.event.seq} resent under another body`).toBe(body)
+    else {
+      expect(seen, `seq ${envelope.event.seq} delivered twice`).toBeUndefined()
+      bodies.set(envelope.event.seq, body)
+    }
+  }
+  const fresh = accepted.filter((entry) => !entry.duplicate).map((entry) => entry.envelope.event)
+  expect(fresh.map((event) => event.seq)).toStrictEqual(fresh.map((_, i) => i + 1))
+  return fresh
+}
+
+interface LogLine {
+  readonly message: string
+  readonly logLevel: string
+  readonly annotations: Readonly<Record<string, unknown>>
+}
+
+const LogLine = Schema.parseJson(Schema.Struct({
+  message: Schema.String,
+  logLevel: Schema.String,
+  timestamp: Schema.String,
+  annotations: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+}))
+
+/** The agent's journal: every line one JSON object, decoded (a line that is not fails the test). */
+const agentLog = Effect.gen(function*() {
+  const { box } = yield* SystemdEnv
+  const lines = yield* box.journal(UNIT)
+  return lines.map((line): LogLine => {
+    const decoded = Schema.decodeUnknownEither(LogLine)(line)
+    if (decoded._tag === "Left") throw new Error(`a journal line of the agent is not one JSON log object: ${line}`)
+    return decoded.right
+  })
+})
+
+/** Units named nixfleet-switch / nixfleet-rollback that systemd still has loaded. */
+const transientUnits = Effect.gen(function*() {
+  const { box } = yield* SystemdEnv
+  const listed = yield* box.run([
+    "systemctl",
+    "list-units",
+    "--all",
+    "--plain",
+    "--no-legend",
+    "nixfleet-switch.service",
+    "nixfleet-rollback.service"
+  ])
+  return listed.split("\n").filter((line) => line.trim() !== "")
+})
+
+/** The journal is the box's: the cursor keeps one test's lines from another's. */
+const rotateJournal = Effect.flatMap(
+  SystemdEnv,
+  ({ box }) => Effect.asVoid(box.exec(["journalctl", "--rotate", "--vacuum-files=1"]))
+)
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
+  layer(envLayer, { excludeTestServices: true, timeout: "240 seconds" })((it) => {
+    it.scoped(
+      "start returns on READY=1; StatusText follows the phases; the watchdog is pinged; the journal gets JSON lines",
+      () =>
+        Effect.gen(function*() {
+          const { box } = yield* SystemdEnv
+          yield* rotateJournal
+          const host = yield* newHost
+          yield* installAgent(
+            host,
+            settingsFor(host, {
+              watchdogSec: "4s",
+              environment: TEST_MODES,
+              extraArgs: ["--current-system-path", host.currentSystem]
+            })
+          )
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          // start returned: READY=1 came, with the first STATUS= (Type=notify would time out otherwise).
+          const started = yield* show(["ActiveState", "SubState", "StatusText", "WatchdogUSec", "Type"])
+          expect(started).toStrictEqual({
+            ActiveState: "active",
+            SubState: "running",
+            StatusText: "idle: no rollout yet",
+            WatchdogUSec: "4s",
+            Type: "notify"
+          })
+          const log = yield* agentLog
+          expect(log.some((line) => line.message === "boot recovery done")).toBe(true)
+
+          const watchdog = Number((yield* show(["WatchdogTimestampMonotonic"]))["WatchdogTimestampMonotonic"])
+          yield* eventually(
+            "WatchdogTimestamp to advance",
+            Effect.map(show(["WatchdogTimestampMonotonic"]), (p) => Number(p["WatchdogTimestampMonotonic"]) > watchdog),
+            6_000,
+            diagnostics
+          )
+
+          yield* box.run(["systemctl", "stop", `${UNIT}.service`])
+          const { rolloutId } = yield* publish(host.cp, TARGET, 0.1).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const statuses: Array<string> = []
+          yield* eventually(
+            `StatusText to say ${rolloutId} converged`,
+            Effect.map(show(["StatusText"]), ({ StatusText }) => {
+              const status = StatusText ?? ""
+              if (statuses.at(-1) !== status) statuses.push(status)
+              return status === `idle: ${rolloutId} Converged`
+            }),
+            45_000,
+            Effect.map(diagnostics, (d) => `statuses seen: ${JSON.stringify(statuses)}\n${d}`)
+          )
+          const soaking = statuses.findIndex((status) => status.startsWith(`soaking ${rolloutId} until `))
+          expect(soaking, JSON.stringify(statuses)).toBeGreaterThanOrEqual(0)
+          expect(statuses.indexOf(`idle: ${rolloutId} Converged`)).toBeGreaterThan(soaking)
+
+          const lines = yield* agentLog
+          expect(lines.filter((line) => line.annotations["rolloutId"] === rolloutId).length).toBeGreaterThan(0)
+          expect(
+            lines.some((line) => line.message.startsWith("rollout ") && line.annotations["rolloutId"] === rolloutId)
+          )
+            .toBe(true)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "a wedged reducer stops the watchdog pings: systemd kills the agent and starts it again",
+      () =>
+        Effect.gen(function*() {
+          const { box } = yield* SystemdEnv
+          yield* rotateJournal
+          const host = yield* newHost
+          yield* installAgent(
+            host,
+            settingsFor(host, {
+              watchdogSec: "2s",
+              environment: { ...TEST_MODES, NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS: "3" },
+              extraArgs: ["--current-system-path", host.currentSystem]
+            })
+          )
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const first = (yield* show(["MainPID"]))["MainPID"]
+          yield* eventually(
+            "a restart after the watchdog fired",
+            Effect.map(show(["NRestarts", "MainPID", "ActiveState"]), (p) =>
+              Number(p["NRestarts"]) >= 1 && p["MainPID"] !== first && p["MainPID"] !== "0" &&
+              p["ActiveState"] === "active"),
+            30_000,
+            diagnostics
+          )
+          // systemd's watchdog ended it: SIGABRT (WatchdogSignal), result `watchdog`.
+          expect(exits(host)[0]).toBe("watchdog killed ABRT")
+          const log = yield* agentLog
+          expect(
+            log.some((line) =>
+              line.logLevel === "WARN" && line.message.includes("NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS is on")
+            )
+          ).toBe(true)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "stop mid-soak exits 0 within TimeoutStopSec; SIGKILL of the main process: restarted, the rollout resumed, every event once",
+      () =>
+        Effect.gen(function*() {
+          const { box } = yield* SystemdEnv
+          yield* rotateJournal
+          const host = yield* newHost
+          yield* installAgent(
+            host,
+            settingsFor(host, {
+              environment: TEST_MODES,
+              extraArgs: ["--current-system-path", host.currentSystem]
+            })
+          )
+          const { rolloutId } = yield* publish(host.cp, TARGET, 0.3).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          yield* awaitState(host, rolloutId, "Soaking")
+
+          // A stop in the middle of the rollout: the drain, then exit 0 (not systemd's SIGKILL at TimeoutStopSec).
+          yield* box.run(["systemctl", "stop", `${UNIT}.service`])
+          expect((yield* show(["ActiveState"]))["ActiveState"]).toBe("inactive")
+          expect(exits(host)).toStrictEqual(["success exited 0"])
+
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const before = (yield* show(["MainPID"]))["MainPID"]
+          yield* box.run(["systemctl", "kill", "--kill-who=main", "--signal=SIGKILL", `${UNIT}.service`])
+          yield* eventually(
+            "Restart=always to start the agent again",
+            Effect.map(show(["MainPID", "ActiveState", "NRestarts"]), (p) =>
+              p["MainPID"] !== before && p["MainPID"] !== "0" && p["ActiveState"] === "active" &&
+              p["NRestarts"] === "1"),
+            20_000,
+            diagnostics
+          )
+          expect(exits(host)).toStrictEqual(["success exited 0", "signal killed KILL"])
+          expect((yield* hostRecord(host.cp, rolloutId).pipe(Effect.orDie))?.state).toBe("Soaking")
+          yield* awaitState(host, rolloutId, "Converged")
+          const fresh = expectEachEventOnce(yield* events(host.cp).pipe(Effect.orDie), rolloutId)
+          expect(fresh.map((event) =>
+            event.kind
+          )).toStrictEqual([
+            "DispatchAck",
+            "ActivationStarted",
+            "ActivationCompleted",
+            "Converged"
+          ])
+          const log = yield* agentLog
+          expect(log.filter((line) => line.message === "rollout rehydrated from the control plane").length)
+            .toBeGreaterThanOrEqual(2)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "the reference agent's command line (no subcommand, --poll-interval, --compliance-gate-mode) reaches READY",
+      () =>
+        Effect.gen(function*() {
+          const { box, pkg } = yield* SystemdEnv
+          yield* rotateJournal
+          const host = yield* newHost
+          const unit = yield* installAgent(host, settingsFor(host, { environment: TEST_MODES }))
+          // As the reference module renders it (modules/scopes/nixfleet/_agent-args.nix).
+          const reference = [
+            `${pkg}/bin/nixfleet-agent`,
+            "--control-plane-url",
+            host.cp.url,
+            "--machine-id",
+            HOST,
+            "--poll-interval",
+            "60",
+            "--trust-file",
+            host.cp.trustFile,
+            "--state-dir",
+            host.stateDir,
+            "--compliance-gate-mode",
+            "permissive",
+            "--ssh-host-key-file",
+            Path.join(host.stateDir, "..", "no-ssh-host-key")
+          ].join(" ")
+          expect(unit).toMatch(/^ExecStart=\S+ run /m)
+          yield* box.install(`${UNIT}.service`, unit, `${dropIn(host)}ExecStart=\nExecStart=${reference}\n`)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          expect(yield* show(["ActiveState", "StatusText", "ExecStart"])).toMatchObject({
+            ActiveState: "active",
+            StatusText: "idle: no rollout yet",
+            ExecStart: expect.stringContaining("--poll-interval 60")
+          })
+          const warnings = (yield* agentLog).filter((line) => line.logLevel === "WARN" && "flag" in line.annotations)
+          expect(warnings.map((line) => line.annotations["flag"])).toStrictEqual([
+            "--poll-interval",
+            "--compliance-gate-mode"
+          ])
+        }),
+      TIMEOUT
+    )
+
+    // -------------------------------------------------------------------------------------
+    // Real switches: the sandbox's closures, systemd-run and direct
+    // -------------------------------------------------------------------------------------
+
+    /** `nixfleet-agent activate` inside the box: the pipeline's outcome, as JSON, and how long it took. */
+    const activate = (closure: string, method: "systemd-run" | "direct", verifySecs = 30) =>
+      Effect.gen(function*() {
+        const { box, sandbox } = yield* SystemdEnv
+        Fs.rmSync(sandbox.currentSystem, { force: true })
+        Fs.symlinkSync(`/nix/store/${(yield* SystemdEnv).closures.booted}`, sandbox.currentSystem)
+        const started = Date.now()
+        const done = yield* box.exec([
+          "env",
+          "NIX_CONFIG=substituters =",
+          `HOME=${sandbox.home}`,
+          process.execPath,
+          CLI,
+          "activate",
+          closure,
+          "--switch-method",
+          method,
+          "--current-system-path",
+          sandbox.currentSystem,
+          "--system-profile",
+          sandbox.profile,
+          "--switch-lock-path",
+          sandbox.lockPath,
+          "--state-dir",
+          sandbox.stateDir,
+          "--verify-timeout-secs",
+          String(verifySecs)
+        ])
+        const ms = Date.now() - started
+        const last = done.stdout.trim().split("\n").at(-1) ?? ""
+        const result = JSON.parse(last) as { outcome: string; exitCode: number; phase: string | null }
+        return { ...result, status: done.code, ms, stderr: done.stderr }
+      })
+
+    it.scoped(
+      "systemd-run reports every outcome of a real switch as direct does, and leaves no unit behind",
+      () =>
+        Effect.gen(function*() {
+          const { box, closures } = yield* SystemdEnv
+          const cases = [
+            { closure: closures.flips, outcome: "FiredAndPolled", exitCode: 0 },
+            { closure: closures.flipsSlowly, outcome: "FiredAndPolled", exitCode: 0 },
+            { closure: closures.exits3, outcome: "SwitchFailed", exitCode: 3, phase: "switch-exited" }
+          ]
+          for (const expected of cases) {
+            for (const method of ["systemd-run", "direct"] as const) {
+              const result = yield* activate(expected.closure, method)
+              expect(result, `${method} ${expected.closure}: ${result.stderr}`).toMatchObject({
+                outcome: expected.outcome,
+                exitCode: expected.exitCode,
+                ...(expected.phase === undefined ? {} : { phase: expected.phase })
+              })
+              expect(yield* transientUnits, method).toStrictEqual([])
+            }
+          }
+          // A hang: the verify budget runs out, and the switch is still running as its own unit,
+          // outside the activate process that fired it (its exit status is unknown, not a made-up 0).
+          const hung = yield* activate(closures.hangs, "systemd-run", 2)
+          expect(hung).toMatchObject({ outcome: "SwitchFailed", phase: "switch-poll-timeout", exitCode: -1 })
+          expect((yield* box.show("nixfleet-switch.service", ["ActiveState"]))["ActiveState"]).toBe("active")
+          yield* box.run(["systemctl", "stop", "nixfleet-switch.service"])
+          expect(yield* transientUnits).toStrictEqual([])
+        }),
+      TIMEOUT
+    )
+
+    /** The module's settings for a real-Nix rollout through systemd-run, on the sandbox. */
+    const nixSettings = (host: AgentHost, extra: Readonly<Record<string, unknown>> = {}) =>
+      Effect.map(SystemdEnv, ({ sandbox }) =>
+        settingsFor(host, {
+          stateDir: host.stateDir,
+          switchMethod: "systemd-run",
+          verifyTimeoutSecs: 20,
+          environment: { NIXFLEET_AGENT_PROBE_TEST_MODE: "1", NIX_CONFIG: "substituters =", HOME: sandbox.home },
+          extraArgs: [
+            "--current-system-path",
+            sandbox.currentSystem,
+            "--system-profile",
+            sandbox.profile,
+            "--switch-lock-path",
+            sandbox.lockPath
+          ],
+          ...extra
+        }))
+
+    const resetCurrentSystem = Effect.flatMap(SystemdEnv, ({ closures, sandbox }) =>
+      Effect.sync(() => {
+        Fs.rmSync(sandbox.currentSystem, { force: true })
+        Fs.symlinkSync(`/nix/store/${closures.booted}`, sandbox.currentSystem)
+      }))
+
+    it.scoped(
+      "the agent survives a switch that reloads systemd and restarts the agent: it converges, no unit left",
+      () =>
+        Effect.gen(function*() {
+          const { box, closures, sandbox } = yield* SystemdEnv
+          yield* rotateJournal
+          yield* resetCurrentSystem
+          const host = yield* newHost
+          yield* installAgent(host, yield* nixSettings(host))
+
+          // daemon-reload only: the same agent process sees it through.
+          const reload = yield* publish(host.cp, closures.reloadsDaemon, 0.05).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const pid = (yield* show(["MainPID"]))["MainPID"]
+          yield* awaitState(host, reload.rolloutId, "Converged")
+          expect((yield* show(["MainPID"]))["MainPID"]).toBe(pid)
+          expect(Fs.readlinkSync(sandbox.currentSystem)).toBe(`/nix/store/${closures.reloadsDaemon}`)
+
+          // A switch that restarts the agent (restartIfChanged = false keeps a real one from it).
+          yield* box.run(["systemctl", "stop", `${UNIT}.service`])
+          const restart = yield* publish(host.cp, closures.restartsAgent, 0.05).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const restarted = (yield* show(["MainPID"]))["MainPID"]
+          yield* awaitState(host, restart.rolloutId, "Converged")
+          // The switch's restart ended that agent cleanly and started another.
+          expect((yield* show(["MainPID"]))["MainPID"]).not.toBe(restarted)
+          expect(exits(host)).toStrictEqual(["success exited 0", "success exited 0"])
+          expect(Fs.readlinkSync(sandbox.currentSystem)).toBe(`/nix/store/${closures.restartsAgent}`)
+          yield* eventually(
+            "the switch unit to be gone",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000
+          )
+          const accepted = yield* events(host.cp).pipe(Effect.orDie)
+          for (const rolloutId of [reload.rolloutId, restart.rolloutId]) {
+            const fresh = expectEachEventOnce(
+              accepted.filter((entry) => entry.envelope.rolloutId === rolloutId),
+              rolloutId
+            )
+            expect(fresh.at(-1)?.kind).toBe("Converged")
+          }
+
+          // The journal: JSON objects, the pipeline's lines carrying the rollout and the phase.
+          const fired = (yield* agentLog).filter((line) => line.message === "switch fired")
+          expect(
+            fired.map((line) => [line.annotations["rolloutId"], line.annotations["phase"], line.annotations["method"]])
+          )
+            .toStrictEqual([
+              [reload.rolloutId, "fire", "systemd-run"],
+              [restart.rolloutId, "fire", "systemd-run"]
+            ])
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "a hung switch: rolled back, the hung unit stopped, none left; a stop mid-switch exits 0 and the switch lands",
+      () =>
+        Effect.gen(function*() {
+          const { box, closures, sandbox } = yield* SystemdEnv
+          yield* rotateJournal
+          yield* resetCurrentSystem
+          const host = yield* newHost
+          yield* installAgent(host, yield* nixSettings(host, { verifyTimeoutSecs: 3 }))
+          const hung = yield* publish(host.cp, closures.hangs, 0.05).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          yield* awaitState(host, hung.rolloutId, "Reverted")
+          expect(Fs.readlinkSync(sandbox.currentSystem)).toBe(`/nix/store/${closures.booted}`)
+          yield* eventually(
+            "the switch units to be gone",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000
+          )
+
+          // A stop while the switch runs (it flips after 6 s): exit 0 at once, the switch goes on.
+          yield* box.run(["systemctl", "stop", `${UNIT}.service`])
+          const slow = yield* publish(host.cp, closures.landsLate, 0.05).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          yield* eventually(
+            "the switch unit to run",
+            Effect.map(box.show("nixfleet-switch.service", ["ActiveState"]), (p) => p["ActiveState"] === "active"),
+            30_000,
+            diagnostics
+          )
+          yield* box.run(["systemctl", "stop", `${UNIT}.service`])
+          expect(exits(host)).toStrictEqual(["success exited 0", "success exited 0"])
+          expect((yield* box.show("nixfleet-switch.service", ["ActiveState"]))["ActiveState"]).toBe("active")
+          yield* eventually(
+            "the switch to land without the agent",
+            Effect.sync(() => Fs.readlinkSync(sandbox.currentSystem) === `/nix/store/${closures.landsLate}`),
+            10_000
+          )
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          yield* awaitState(host, slow.rolloutId, "Converged")
+          yield* eventually(
+            "the switch unit to be gone",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000
+          )
+        }),
+      TIMEOUT
+    )
+  })
+})
+
+describeNeeding(undefined, "systemd-run --wait's report", () => {
+  layer(Layer.empty)((it) => {
+    it.effect("the start line, an exit status, a signal, and output that says neither", () =>
+      Effect.sync(() => {
+        expect(parseSystemdRunOutput("Running as unit: nixfleet-switch.service\n")).toStrictEqual({
+          started: true,
+          ended: undefined
+        })
+        expect(parseSystemdRunOutput(
+          "Running as unit: nixfleet-switch.service\nFinished with result: exit-code\n" +
+            "Main processes terminated with: code=exited/status=3\nService runtime: 2.003s\n"
+        )).toStrictEqual({ started: true, ended: 3 })
+        expect(parseSystemdRunOutput(
+          "Running as unit: x.service\nFinished with result: signal\nMain processes terminated with: code=killed/status=TERM\n"
+        )).toStrictEqual({ started: true, ended: null })
+        expect(parseSystemdRunOutput("Failed to start transient service unit: Unit x.service already exists.\n"))
+          .toStrictEqual({ started: false, ended: undefined })
+      }))
+  })
+})
