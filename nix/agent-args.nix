@@ -15,6 +15,7 @@ let
     head
     isFloat
     isInt
+    isPath
     isString
     match
     replaceStrings
@@ -55,6 +56,9 @@ let
     # toJSON writes 0.5, where toString would write 0.500000.
     else if isFloat value then
       toJSON value
+    # A path literal (trustFile): copied into the store, so the host has it.
+    else if isPath value then
+      "${value}"
     else
       throw "nixfleet-agent: cannot pass a ${typeOf value} as a flag value";
 

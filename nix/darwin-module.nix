@@ -14,13 +14,12 @@ let
     inherit (agentArgs.defaults) healthChecksFile;
   };
 
-  # nix-darwin reloads a daemon whose plist changed while it activates, which would stop
-  # the agent in the middle of the switch it fired. The program is therefore the stable
-  # system path (the package is in environment.systemPackages), not a store path: an
-  # upgraded agent changes no plist and takes effect at the next start of the daemon, as
-  # restartIfChanged = false does on NixOS. Changing the agent's own options still changes
-  # the plist; the switch, detached, survives that, and boot recovery reports it.
-  program = "/run/current-system/sw/bin/nixfleet-agent";
+  # The package's store path, so that an upgraded agent changes the plist: nix-darwin
+  # reloads a daemon whose plist changed while it activates, and the new agent runs at the
+  # end of the activation that brought it, as restartIfChanged does on NixOS. The switch
+  # the old agent fired survives that (it runs detached, in its own session), and the new
+  # agent rehydrates the rollout from the control plane and picks it up where it stands.
+  program = "${cfg.package}/bin/nixfleet-agent";
 
   # The client certificate and XDG_CACHE_HOME live here; it is also the working directory
   # (launchd fails a job whose working directory is missing).

@@ -16,6 +16,8 @@
 #   hostName   networking.hostName (null: unset, nix-darwin's default)
 #   paths      outPath of a stand-in package by name (default: a placeholder store path)
 #   globalEnvironment  NixOS's systemd.globalEnvironment (default: its locale and zoneinfo)
+#   extraModules  more modules of the host (e.g. the reference framework's options and what
+#              its mkHost sets: packages/agent/test/fixtures/upstream-host.nix)
 {
   lib,
   platform,
@@ -23,6 +25,7 @@
   hostName ? "web-01",
   paths ? { },
   globalEnvironment ? null,
+  extraModules ? [ ],
 }:
 
 let
@@ -73,14 +76,25 @@ let
         type = types.package;
         default = stub "nix";
       };
+      # As NixOS and nix-darwin: `text`, or the `source` file (from `text` when it is set;
+      # here a placeholder store path named by the text's hash).
       environment.etc = mkOption {
         type = types.attrsOf (
-          types.submodule {
-            options.text = mkOption {
-              type = types.nullOr types.lines;
-              default = null;
-            };
-          }
+          types.submodule (
+            { name, config, ... }:
+            {
+              options.text = mkOption {
+                type = types.nullOr types.lines;
+                default = null;
+              };
+              options.source = mkOption { type = types.either types.path types.str; };
+              config.source = lib.mkIf (config.text != null) (
+                lib.mkDefault "/nix/store/${
+                  builtins.substring 0 32 (builtins.hashString "sha256" config.text)
+                }-${baseNameOf name}"
+              );
+            }
+          )
         );
         default = { };
       };
@@ -154,6 +168,14 @@ let
               restartIfChanged = mkOption {
                 type = types.bool;
                 default = true;
+              };
+              stopIfChanged = mkOption {
+                type = types.bool;
+                default = true;
+              };
+              restartTriggers = mkOption {
+                type = types.listOf types.unspecified;
+                default = [ ];
               };
               startLimitIntervalSec = mkOption {
                 type = types.nullOr types.int;
@@ -253,6 +275,9 @@ let
       (if platform == "nixos" then nixos else darwin)
       agentModule
       { services.nixfleet-agent.enable = lib.mkDefault true; }
+    ]
+    ++ extraModules
+    ++ [
       { services.nixfleet-agent = settings; }
       (lib.optionalAttrs (platform == "nixos" && globalEnvironment != null) {
         systemd.globalEnvironment = lib.mkForce globalEnvironment;
@@ -292,10 +317,19 @@ let
       )
     );
 
+  # NixOS's X-Restart-Triggers value: a file of the triggers (`pkgs.writeText`), here a
+  # placeholder store path named by their hash. Only its change matters to a switch.
+  restartTriggersFile =
+    triggers:
+    let
+      text = toString (map (x: if builtins.isPath x then "${x}" else x) (lib.flatten triggers));
+    in
+    "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" text)}-X-Restart-Triggers-nixfleet-agent";
+
   # The unit file NixOS writes for a service (the parts this module uses): [Unit] from the
-  # dependency options, [Service] with the environment (PATH from `path`, plus NixOS's
-  # default tools), X-RestartIfChanged and serviceConfig. wantedBy is a link NixOS makes,
-  # not a line.
+  # dependency options and the restart triggers, [Service] with the environment (PATH from
+  # `path`, plus NixOS's default tools), X-RestartIfChanged, X-StopIfChanged and
+  # serviceConfig. wantedBy is a link NixOS makes, not a line.
   unitText =
     service:
     let
@@ -318,6 +352,9 @@ let
         // lib.optionalAttrs (service.wants != [ ]) { Wants = toString service.wants; }
         // lib.optionalAttrs (service.startLimitIntervalSec != null) {
           StartLimitIntervalSec = service.startLimitIntervalSec;
+        }
+        // lib.optionalAttrs (service.restartTriggers != [ ]) {
+          X-Restart-Triggers = restartTriggersFile service.restartTriggers;
         };
     in
     "[Unit]\n"
@@ -330,17 +367,20 @@ let
       ) "Environment=${builtins.toJSON "${name}=${toString environment.${name}}"}\n"
     ) (lib.attrNames environment)
     + lib.optionalString (!service.restartIfChanged) "X-RestartIfChanged=false\n"
+    + lib.optionalString (!service.stopIfChanged) "X-StopIfChanged=false\n"
     + section service.serviceConfig;
 
   etc = lib.mapAttrs (_: file: file.text) config.environment.etc;
   systemPackages = map toString config.environment.systemPackages;
+  # The reference framework's persisted directories, where the host declares them.
+  persistence = lib.attrByPath [ "nixfleet" "persistence" "directories" ] null config;
 
   nixosResult =
     let
       service = config.systemd.services.nixfleet-agent or null;
     in
     {
-      inherit etc systemPackages;
+      inherit etc systemPackages persistence;
       tmpfiles = config.systemd.tmpfiles.rules;
       service =
         if service == null then
@@ -353,11 +393,13 @@ let
               after
               wants
               restartIfChanged
+              stopIfChanged
               startLimitIntervalSec
               environment
               serviceConfig
               ;
             path = map toString service.path;
+            restartTriggers = map toString service.restartTriggers;
           };
       unit = if service == null then null else unitText service;
     };
@@ -367,7 +409,7 @@ let
       daemon = config.launchd.daemons.nixfleet-agent or null;
     in
     {
-      inherit etc systemPackages;
+      inherit etc systemPackages persistence;
       daemon = if daemon == null then null else lib.filterAttrs (_: v: v != null) daemon.serviceConfig;
       preActivation = config.system.activationScripts.preActivation.text or null;
     };

@@ -1,6 +1,12 @@
 # services.nixfleet-agent: the options NixOS and nix-darwin share, and the configuration
 # that does not depend on the service manager (assertions, /etc files, the CLI on PATH).
 #
+# A drop-in for the reference framework's agent module: on a host built by its `mkHost`
+# (which declares `hostSpec`, `nixfleet.trust` and `nixfleet.persistence`, and sets
+# `effectiveHealthChecks`), the same configuration evaluates with no other edit. Those
+# options are looked up in `options`, never assumed, so a host without the framework
+# evaluates too.
+#
 # agentPackage: pkgs -> the default package.
 # switchMethods, defaultSwitchMethod: what the platform's module allows.
 {
@@ -10,6 +16,7 @@
 }:
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -21,8 +28,82 @@ let
   defaults = (import ./agent-args.nix).defaults;
   json = (pkgs.formats.json { }).type;
 
+  # The reference framework's options, when the host declares them.
+  declared = path: lib.hasAttrByPath path options;
+  frameworkHostName = declared [
+    "hostSpec"
+    "hostName"
+  ];
+  frameworkTrust = declared [
+    "nixfleet"
+    "trust"
+  ];
+  frameworkPersistence = declared [
+    "nixfleet"
+    "persistence"
+    "directories"
+  ];
+
+  # trust.json from `nixfleet.trust`, in the shape the reference framework renders it
+  # (its `_trust-json.nix`): `ciReleaseKey` as declared (typed keys), `cacheKeys`, and the
+  # bare-string `orgRootKey` keys wrapped as ed25519 keys. Every slot field is written,
+  # null when unset, as there.
+  frameworkTrustJson =
+    let
+      trust = config.nixfleet.trust;
+      ed25519 =
+        key:
+        if key == null then
+          null
+        else
+          {
+            algorithm = "ed25519";
+            public = key;
+          };
+    in
+    {
+      schemaVersion = 1;
+      inherit (trust) ciReleaseKey cacheKeys;
+      orgRootKey = {
+        current = ed25519 trust.orgRootKey.current;
+        previous = ed25519 trust.orgRootKey.previous;
+        inherit (trust.orgRootKey) rejectBefore;
+      };
+    };
+  trustJson =
+    if cfg.trust != null then
+      cfg.trust
+    else if frameworkTrust then
+      frameworkTrustJson
+    else
+      null;
+
+  # One probe file from both declarations: healthChecks (this module's) and
+  # effectiveHealthChecks (what the framework's mkHost resolves from the fleet).
+  probes = cfg.healthChecks // cfg.effectiveHealthChecks;
+  probesInBoth = lib.attrNames (lib.intersectAttrs cfg.healthChecks cfg.effectiveHealthChecks);
+
+  # What the agent writes and must find again after a reboot on an impermanent host: its
+  # state directory, /var/lib/nixfleet (the client certificate's default place and Nix's
+  # cache) and the client certificate's directory (the bootstrap token is one-shot: a lost
+  # certificate cannot be enrolled again). Nothing under /run: it is a tmpfs on purpose
+  # (secrets managers mount there), and persisting it would hide what they put there.
+  persisted =
+    let
+      candidates = lib.unique (
+        [
+          "/var/lib/nixfleet"
+          cfg.stateDir
+        ]
+        ++ lib.optional (cfg.tls.clientCert != null) (dirOf cfg.tls.clientCert)
+      );
+      within = parent: dir: parent != dir && lib.hasPrefix "${lib.removeSuffix "/" parent}/" dir;
+      covered = dir: lib.any (parent: within parent dir) candidates;
+    in
+    lib.filter (dir: dir != "/" && !(lib.hasPrefix "/run/" dir) && !(covered dir)) candidates;
+
   # File locations are strings, not Nix paths: a path would copy the file (a key, a token)
-  # into the world-readable store.
+  # into the world-readable store. The trust file alone also takes a path (public keys).
   file =
     type: default: description:
     mkOption { inherit type default description; };
@@ -50,14 +131,18 @@ in
 
     machineId = mkOption {
       type = types.nullOr types.str;
-      default = config.networking.hostName;
-      defaultText = literalExpression "config.networking.hostName";
+      default = if frameworkHostName then config.hostSpec.hostName else config.networking.hostName;
+      defaultText = literalExpression "config.hostSpec.hostName (where the host declares hostSpec), else config.networking.hostName";
       description = "This host's name in the fleet; must equal its certificate's CN (`--machine-id`).";
     };
 
-    trustFile = file types.str defaults.trustFile ''
-      Trust roots for signed artifacts (`--trust-file`). The agent reads it at start and
-      again on every verification, so a new file takes effect without a restart.
+    # A path literal (`./trust.json`, as the reference module's `types.path` allows) is
+    # copied into the store, so the file is in the system closure wherever it is built; it
+    # holds public keys only.
+    trustFile = file types.path defaults.trustFile ''
+      Trust roots for signed artifacts (`--trust-file`): an absolute path string, or a path
+      literal (copied into the store). The agent reads it at start and again on every
+      verification, so a new file takes effect without a restart.
     '';
 
     trust = mkOption {
@@ -71,7 +156,8 @@ in
       '';
       description = ''
         The trust configuration (camelCase, as the control plane writes it), rendered to
-        {file}`${defaults.trustFile}`. Null: the file is provided some other way.
+        {file}`${defaults.trustFile}`. Null: rendered from `nixfleet.trust` where the host
+        declares it (the reference framework), else the file is provided some other way.
       '';
     };
 
@@ -126,6 +212,16 @@ in
         {file}`${defaults.healthChecksFile}` (`--health-checks-file`) when not empty. The
         agent reads the file again on every probe reset, so a new declaration needs no
         restart.
+      '';
+    };
+
+    effectiveHealthChecks = mkOption {
+      type = types.attrsOf json;
+      default = { };
+      description = ''
+        The probes the reference framework's `mkHost` resolves for this host from the fleet
+        (host > tag > fleet), set by it on every host. Rendered into the same file as
+        `healthChecks`; a probe name may be declared in one of the two only.
       '';
     };
 
@@ -232,34 +328,47 @@ in
     };
   };
 
-  config = lib.mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = cfg.machineId != null && cfg.machineId != "";
-        message = "services.nixfleet-agent.machineId must be set (it defaults to networking.hostName).";
-      }
-      {
-        assertion =
-          cfg.renewalThresholdFraction == null
-          || (cfg.renewalThresholdFraction > 0 && cfg.renewalThresholdFraction < 1);
-        message = "services.nixfleet-agent.renewalThresholdFraction must be strictly between 0 and 1.";
-      }
-      {
-        assertion = cfg.trust == null || cfg.trustFile == defaults.trustFile;
-        message = "services.nixfleet-agent.trust is rendered to ${defaults.trustFile}; leave trustFile at that path.";
-      }
-    ];
+  config = lib.mkMerge [
+    (lib.mkIf cfg.enable {
+      assertions = [
+        {
+          assertion = cfg.machineId != null && cfg.machineId != "";
+          message = "services.nixfleet-agent.machineId must be set (it defaults to hostSpec.hostName or networking.hostName).";
+        }
+        {
+          assertion =
+            cfg.renewalThresholdFraction == null
+            || (cfg.renewalThresholdFraction > 0 && cfg.renewalThresholdFraction < 1);
+          message = "services.nixfleet-agent.renewalThresholdFraction must be strictly between 0 and 1.";
+        }
+        {
+          assertion = cfg.trust == null || cfg.trustFile == defaults.trustFile;
+          message = "services.nixfleet-agent.trust is rendered to ${defaults.trustFile}; leave trustFile at that path.";
+        }
+        {
+          assertion = probesInBoth == [ ];
+          message = "services.nixfleet-agent: probe ${lib.concatStringsSep ", " probesInBoth} is declared in both healthChecks and effectiveHealthChecks; keep one.";
+        }
+      ];
 
-    environment.etc = lib.mkMerge [
-      (lib.mkIf (cfg.trust != null) {
-        ${etcName defaults.trustFile}.text = builtins.toJSON cfg.trust;
-      })
-      (lib.mkIf (cfg.healthChecks != { }) {
-        ${etcName defaults.healthChecksFile}.text = builtins.toJSON cfg.healthChecks;
-      })
-    ];
+      # The reference module always renders trust.json from nixfleet.trust, whatever
+      # trustFile says; so does this one where the host has that option.
+      environment.etc = lib.mkMerge [
+        (lib.mkIf (trustJson != null) {
+          ${etcName defaults.trustFile}.text = builtins.toJSON trustJson;
+        })
+        (lib.mkIf (probes != { }) {
+          ${etcName defaults.healthChecksFile}.text = builtins.toJSON probes;
+        })
+      ];
 
-    # `nixfleet-agent status` for operators; on darwin also the daemon's stable path.
-    environment.systemPackages = [ cfg.package ];
-  };
+      # `nixfleet-agent status` for operators.
+      environment.systemPackages = [ cfg.package ];
+    })
+
+    # Only where the host declares the option: setting an undeclared one fails evaluation.
+    (lib.optionalAttrs frameworkPersistence {
+      nixfleet.persistence.directories = lib.mkIf cfg.enable persisted;
+    })
+  ];
 }

@@ -25,6 +25,15 @@ let
   # elsewhere gets a tmpfiles rule instead.
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
   managedStateDir = lib.hasPrefix "/var/lib/" cfg.stateDir && stateDirectory != "";
+
+  # The control plane's CA, when this configuration puts it in /etc: the agent reads it at
+  # start only, so a new CA at the same path must restart it.
+  caEtcName = lib.removePrefix "/etc/" cfg.tls.caCert;
+  caEtc =
+    if cfg.tls.caCert != null && lib.hasPrefix "/etc/" cfg.tls.caCert then
+      config.environment.etc.${caEtcName} or null
+    else
+      null;
 in
 {
   _file = ./nixos-module.nix;
@@ -73,13 +82,22 @@ in
       // lib.optionalAttrs (cfg.tags != [ ]) { NIXFLEET_TAGS = lib.concatStringsSep "," cfg.tags; }
       // cfg.environment;
 
-      # A switch must never stop the agent that fired it: the agent watches the switch,
-      # then reports and soaks it. An upgraded agent or a changed configuration takes
-      # effect at the next restart of the service (or reboot), not during the switch.
-      restartIfChanged = false;
-      # No restartTriggers either: the agent re-reads trust.json on every verification and
-      # health-checks.json on every probe reset. (With restartIfChanged = false a trigger
-      # would not restart it anyway.)
+      # An activation that changes this unit (a new agent package, flag, environment or
+      # CA) restarts the agent, as the reference module does, so that the new one runs
+      # seconds after it, not at the next reboot. That is safe with the systemd-run switch:
+      # the switch runs in its own transient unit, so stopping the agent that fired it
+      # leaves it running (and the switch waits for the restart to finish); the old agent
+      # drains, its events being in the outbox on disk; the new one rehydrates the rollout
+      # from the control plane and continues it where it stands, without firing the switch
+      # again. With `direct` the switch is a child in the agent's cgroup, which a restart
+      # would kill mid-activation: there the agent keeps running until its next restart.
+      restartIfChanged = cfg.switchMethod == "systemd-run";
+      # Restarted after the activation script, not stopped before it and started after:
+      # the old agent keeps watching the switch through the activation.
+      stopIfChanged = false;
+      # trust.json and health-checks.json are no triggers: the agent re-reads the first on
+      # every verification and the second on every probe reset.
+      restartTriggers = lib.optional (caEtc != null) caEtc.source;
 
       # Never give up restarting.
       startLimitIntervalSec = 0;

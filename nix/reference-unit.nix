@@ -1,7 +1,7 @@
 # packaging/nixfleet-agent.service: the unit nix/nixos-module.nix produces for
 # packaging/sample-settings.nix, as nix/module-eval.nix evaluates and renders it (store paths
 # are placeholders). Regenerate it with
-#   nix-instantiate --eval --json nix/reference-unit.nix --arg lib 'import <nixpkgs/lib>' | jq -r . > packaging/nixfleet-agent.service
+#   nix-instantiate --eval --json nix/reference-unit.nix --arg lib 'import <nixpkgs/lib>' | jq -j . > packaging/nixfleet-agent.service
 # (any nixpkgs lib; the tests use ../shared/vendor/nixpkgs-lib/lib).
 { lib }:
 let

@@ -25,6 +25,8 @@ export interface EvalOptions {
   readonly paths?: Readonly<Record<string, string>>
   /** NixOS's systemd.globalEnvironment; default: its locale archive and zoneinfo. */
   readonly globalEnvironment?: Readonly<Record<string, string>>
+  /** More modules of the host: each is `import file args` (an absolute path, JSON arguments). */
+  readonly modules?: ReadonlyArray<{ readonly file: string; readonly args: unknown }>
 }
 
 export interface NixosResult {
@@ -34,6 +36,8 @@ export interface NixosResult {
     readonly after: ReadonlyArray<string>
     readonly wants: ReadonlyArray<string>
     readonly restartIfChanged: boolean
+    readonly stopIfChanged: boolean
+    readonly restartTriggers: ReadonlyArray<string>
     readonly startLimitIntervalSec: number | null
     readonly environment: Readonly<Record<string, string>>
     readonly serviceConfig: Readonly<Record<string, unknown>>
@@ -43,6 +47,8 @@ export interface NixosResult {
   readonly tmpfiles: ReadonlyArray<string>
   readonly etc: Readonly<Record<string, string | null>>
   readonly systemPackages: ReadonlyArray<string>
+  /** `nixfleet.persistence.directories`; null where the host does not declare it. */
+  readonly persistence: ReadonlyArray<unknown> | null
 }
 
 export interface DarwinResult {
@@ -50,6 +56,7 @@ export interface DarwinResult {
   readonly preActivation: string | null
   readonly etc: Readonly<Record<string, string | null>>
   readonly systemPackages: ReadonlyArray<string>
+  readonly persistence: ReadonlyArray<unknown> | null
 }
 
 export type Evaluated =
@@ -59,7 +66,8 @@ export type Evaluated =
 const expression = (platform: Platform) =>
   `let input = builtins.fromJSON (builtins.getEnv "NIXFLEET_MODULE_EVAL"); in ` +
   `import ./nix/module-eval.nix ({ lib = import ${JSON.stringify(NIXPKGS_LIB)}; platform = "${platform}"; ` +
-  `settings = input.settings; } // builtins.removeAttrs input [ "settings" ])`
+  `settings = input.settings; extraModules = map (m: import (/. + m.file) m.args) (input.modules or [ ]); } ` +
+  `// builtins.removeAttrs input [ "settings" "modules" ])`
 
 /** The evaluation of `settings` on `platform`, or the module system's message refusing it. */
 export const evalModule = (platform: Platform, settings: Settings, options: EvalOptions = {}) =>

@@ -66,8 +66,10 @@ export interface Box {
 }
 
 /**
- * Boots a box sharing `shares` (read-write, at the same paths); stopped with the scope.
- * `exchange` (one of the shares) holds the unit files on their way in.
+ * Boots a box sharing the repository and `shares` (read-write, at the same paths); stopped
+ * with the scope. `exchange` (one of the shares) holds the unit files on their way in. The
+ * repository is always shared: the box mounts a fresh `/tmp`, so a checkout under `/tmp`
+ * (as a CI clone may be) would otherwise be missing inside.
  */
 export const startBox = (
   shares: ReadonlyArray<string>,
@@ -76,7 +78,7 @@ export const startBox = (
   Effect.gen(function*() {
     const pid = yield* Effect.acquireRelease(
       Effect.flatMap(
-        runProcess(BOX, ["start", ...shares.flatMap((dir) => ["--share", dir])]),
+        runProcess(BOX, ["start", ...[...new Set([REPO, ...shares])].flatMap((dir) => ["--share", dir])]),
         (done) => done.code === 0 ? Effect.succeed(done.stdout.trim()) : fail("box start", done)
       ),
       (pid) => Effect.asVoid(runProcess(BOX, ["stop", pid]))
@@ -115,11 +117,12 @@ export const startBox = (
   })
 
 /**
- * The stand-in package whose `bin/nixfleet-agent` the unit runs: `exec` of this node on
- * the built CLI (so the agent is the unit's main process, as NotifyAccess=main needs).
+ * The stand-in package `dir/name` whose `bin/nixfleet-agent` the unit runs: `exec` of this
+ * node on the built CLI (so the agent is the unit's main process, as NotifyAccess=main
+ * needs). Another name stands in for another version of the package.
  */
-export const agentPackage = (dir: string): string => {
-  const pkg = Path.join(dir, "nixfleet-agent")
+export const agentPackage = (dir: string, name = "nixfleet-agent"): string => {
+  const pkg = Path.join(dir, name)
   Fs.mkdirSync(Path.join(pkg, "bin"), { recursive: true })
   const bin = Path.join(pkg, "bin", "nixfleet-agent")
   const cli = Path.join(REPO, "packages/agent/dist/bin.js")

@@ -8,8 +8,11 @@
  * 0, also mid-rollout and mid-switch; a SIGKILLed agent is restarted and resumes its
  * rollout with no event lost or duplicated; the production switch method, `systemd-run`,
  * detects every outcome of a real switch as `direct` does and leaves no transient unit, and
- * the agent survives a switch that restarts it; the reference agent's command line reaches
- * READY; the journal gets one JSON object per line.
+ * the agent survives a switch that restarts it, and an activation that changes the agent's
+ * unit (a new package, flag and environment, as NixOS's switch handles a changed unit) has
+ * the new agent running within a minute, the switch ended and the rollout converged once;
+ * the reference agent's command line reaches READY; the journal gets one JSON object per
+ * line.
  *
  * The evaluated unit gets a drop-in, never a change to the module: RestartSec=1 (the
  * module's 30 s would only slow the restart tests down), an ExecStopPost that records how
@@ -25,7 +28,7 @@ import { expect, layer } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox, type NixSandbox } from "../../../scripts/nix/fixtures.js"
+import { boot, buildClosure, makeSandbox, type NixSandbox, switchRuns } from "../../../scripts/nix/fixtures.js"
 import {
   agentPackage,
   agentUnit,
@@ -37,9 +40,11 @@ import {
   tempDirectory,
   UNIT
 } from "../../../scripts/systemd/box.js"
+import { changeUnitCommands } from "../../../scripts/systemd/nixosSwitch.js"
 import { parseSystemdRunOutput } from "../src/phases/Fire.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import { describeNeeding } from "./support/moduleEval.js"
+import { unusedPort } from "./support/ports.js"
 import {
   type Accepted,
   type ControlPlane,
@@ -84,6 +89,22 @@ interface Closures {
   readonly reloadsDaemon: string
 }
 
+/**
+ * A host whose next system changes the agent's unit, built before the box starts (the box
+ * may not see store paths added later): another agent package, a metrics listener and a
+ * tag, in the unit the module renders for them, which the closure's switch installs and
+ * handles as NixOS's switch does.
+ */
+interface Upgrade {
+  readonly host: AgentHost
+  readonly closure: string
+  /** The new agent package. */
+  readonly pkg: string
+  readonly metricsPort: number
+  /** Written by the switch once it got past the agent's restart. */
+  readonly switched: string
+}
+
 interface Env {
   readonly box: Box
   /** Shared with the box: state directories, the control planes, the agent package. */
@@ -91,6 +112,7 @@ interface Env {
   readonly pkg: string
   readonly sandbox: NixSandbox
   readonly closures: Closures
+  readonly upgrade: Upgrade
 }
 
 class SystemdEnv extends Context.Tag("test/SystemdEnv")<SystemdEnv, Env>() {}
@@ -119,6 +141,24 @@ const envLayer = Layer.scoped(
         commands: [["/usr/bin/systemctl", "daemon-reload"]]
       })
     }
+    const upgradeHost = yield* makeHost(dir)
+    const metricsPort = yield* unusedPort
+    const upgradedPkg = agentPackage(dir, "nixfleet-agent-upgraded")
+    const newUnit = yield* agentUnit(
+      nixSettingsFor(sandbox, upgradeHost, { metrics: { listen: `127.0.0.1:${metricsPort}` }, tags: ["upgraded"] }),
+      upgradedPkg
+    )
+    const switched = Path.join(dir, "upgrade-switched")
+    const upgrade: Upgrade = {
+      host: upgradeHost,
+      closure: yield* build("upgrade", {
+        _tag: "FlipThenRun",
+        commands: changeUnitCommands(`${UNIT}.service`, newUnit, switched)
+      }),
+      pkg: upgradedPkg,
+      metricsPort,
+      switched
+    }
     yield* boot(sandbox, closures.booted)
     // A hung switch's pid is the box's, not ours: the sandbox must not signal it on cleanup
     // (the box's stop ends it).
@@ -129,8 +169,9 @@ const envLayer = Layer.scoped(
         }
       })
     )
+    const pkg = agentPackage(dir)
     const box = yield* startBox([dir, sandbox.root], dir)
-    return { box, dir, pkg: agentPackage(dir), sandbox, closures }
+    return { box, dir, pkg, sandbox, closures, upgrade }
   })
 )
 
@@ -147,18 +188,20 @@ interface AgentHost {
   readonly exits: string
 }
 
-/** A control plane (this side of the box) and a state directory outside /var/lib. */
-const newHost = Effect.gen(function*() {
-  const { dir } = yield* SystemdEnv
-  const root = Path.join(dir, `host-${hosts++}`)
-  Fs.mkdirSync(root)
-  const cp = yield* startControlPlane(Path.join(root, "cp"))
-  const stateDir = Path.join(root, "state")
-  Fs.mkdirSync(stateDir)
-  const currentSystem = Path.join(root, "current-system")
-  Fs.symlinkSync(`/nix/store/${PRIOR}`, currentSystem)
-  return { cp, stateDir, currentSystem, exits: Path.join(root, "exits") } satisfies AgentHost
-})
+/** A control plane (this side of the box) and a state directory outside /var/lib, under `dir`. */
+const makeHost = (dir: string) =>
+  Effect.gen(function*() {
+    const root = Path.join(dir, `host-${hosts++}`)
+    Fs.mkdirSync(root)
+    const cp = yield* startControlPlane(Path.join(root, "cp")).pipe(Effect.orDie)
+    const stateDir = Path.join(root, "state")
+    Fs.mkdirSync(stateDir)
+    const currentSystem = Path.join(root, "current-system")
+    Fs.symlinkSync(`/nix/store/${PRIOR}`, currentSystem)
+    return { cp, stateDir, currentSystem, exits: Path.join(root, "exits") } satisfies AgentHost
+  })
+
+const newHost = Effect.flatMap(SystemdEnv, ({ dir }) => makeHost(dir))
 
 /** The module's settings for `host`: plain HTTP to the dev control plane, no host key. */
 const settingsFor = (host: AgentHost, extra: Readonly<Record<string, unknown>> = {}) => ({
@@ -170,6 +213,24 @@ const settingsFor = (host: AgentHost, extra: Readonly<Record<string, unknown>> =
   sshHostKeyFile: Path.join(host.stateDir, "..", "no-ssh-host-key"),
   ...extra
 })
+
+/** The module's settings for a real-Nix rollout through systemd-run, on the sandbox. */
+const nixSettingsFor = (sandbox: NixSandbox, host: AgentHost, extra: Readonly<Record<string, unknown>> = {}) =>
+  settingsFor(host, {
+    stateDir: host.stateDir,
+    switchMethod: "systemd-run",
+    verifyTimeoutSecs: 20,
+    environment: { NIXFLEET_AGENT_PROBE_TEST_MODE: "1", NIX_CONFIG: "substituters =", HOME: sandbox.home },
+    extraArgs: [
+      "--current-system-path",
+      sandbox.currentSystem,
+      "--system-profile",
+      sandbox.profile,
+      "--switch-lock-path",
+      sandbox.lockPath
+    ],
+    ...extra
+  })
 
 /** Installs the evaluated unit and the test drop-in; stopped and reset when the test ends. */
 const installAgent = (host: AgentHost, settings: Readonly<Record<string, unknown>>, extraDropIn = "") =>
@@ -555,24 +616,8 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
       TIMEOUT
     )
 
-    /** The module's settings for a real-Nix rollout through systemd-run, on the sandbox. */
     const nixSettings = (host: AgentHost, extra: Readonly<Record<string, unknown>> = {}) =>
-      Effect.map(SystemdEnv, ({ sandbox }) =>
-        settingsFor(host, {
-          stateDir: host.stateDir,
-          switchMethod: "systemd-run",
-          verifyTimeoutSecs: 20,
-          environment: { NIXFLEET_AGENT_PROBE_TEST_MODE: "1", NIX_CONFIG: "substituters =", HOME: sandbox.home },
-          extraArgs: [
-            "--current-system-path",
-            sandbox.currentSystem,
-            "--system-profile",
-            sandbox.profile,
-            "--switch-lock-path",
-            sandbox.lockPath
-          ],
-          ...extra
-        }))
+      Effect.map(SystemdEnv, ({ sandbox }) => nixSettingsFor(sandbox, host, extra))
 
     const resetCurrentSystem = Effect.flatMap(SystemdEnv, ({ closures, sandbox }) =>
       Effect.sync(() => {
@@ -598,7 +643,7 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
           expect((yield* show(["MainPID"]))["MainPID"]).toBe(pid)
           expect(Fs.readlinkSync(sandbox.currentSystem)).toBe(`/nix/store/${closures.reloadsDaemon}`)
 
-          // A switch that restarts the agent (restartIfChanged = false keeps a real one from it).
+          // A switch that restarts the agent, whatever its unit says.
           yield* box.run(["systemctl", "stop", `${UNIT}.service`])
           const restart = yield* publish(host.cp, closures.restartsAgent, 0.05).pipe(Effect.orDie)
           yield* box.run(["systemctl", "start", `${UNIT}.service`])
@@ -631,6 +676,69 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
               [reload.rolloutId, "fire", "systemd-run"],
               [restart.rolloutId, "fire", "systemd-run"]
             ])
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "an activation that changes the agent's unit has the new agent running within a minute; the switch ends, the rollout converges once, every event once",
+      () =>
+        Effect.gen(function*() {
+          const { box, sandbox, upgrade } = yield* SystemdEnv
+          const { closure, host, metricsPort: port, pkg: upgraded, switched } = upgrade
+          yield* rotateJournal
+          yield* resetCurrentSystem
+          yield* installAgent(host, yield* nixSettings(host))
+
+          const { rolloutId } = yield* publish(host.cp, closure, 0.05).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          const oldPid = (yield* show(["MainPID"]))["MainPID"]
+
+          // Another process, from the new package, with the new flag and environment.
+          const newAgent = Effect.gen(function*() {
+            const p = yield* show(["ActiveState", "MainPID", "ExecStart"])
+            const pid = p["MainPID"] ?? "0"
+            if (p["ActiveState"] !== "active" || pid === "0" || pid === oldPid) return false
+            if (!(p["ExecStart"] ?? "").includes(`path=${upgraded}/bin/nixfleet-agent ;`)) return false
+            const argv = (yield* box.exec(["cat", `/proc/${pid}/cmdline`])).stdout.split("\0")
+            const environ = (yield* box.exec(["cat", `/proc/${pid}/environ`])).stdout.split("\0")
+            return argv.includes(`127.0.0.1:${port}`) && environ.includes("NIXFLEET_TAGS=upgraded")
+          })
+          yield* eventually("the new agent to run", newAgent, 60_000, diagnostics)
+          const running = Date.now()
+          const activated = Fs.statSync(Path.join(sandbox.markersDir, `switch-${closure}`)).mtimeMs
+          expect(running - activated).toBeLessThan(60_000)
+          yield* Effect.logInfo("from the activation to the new agent running").pipe(
+            Effect.annotateLogs({ ms: Math.round(running - activated) })
+          )
+
+          // The switch got past the restart and ended: it was not killed with the old agent.
+          yield* eventually("the switch to end", Effect.sync(() => Fs.existsSync(switched)), 30_000, diagnostics)
+          yield* eventually(
+            "the switch unit to be gone",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000
+          )
+          yield* awaitState(host, rolloutId, "Converged")
+          expect(Fs.readlinkSync(sandbox.currentSystem)).toBe(`/nix/store/${closure}`)
+
+          // The new setting is live: the new agent serves metrics.
+          const metrics = yield* Effect.promise(() =>
+            fetch(`http://127.0.0.1:${port}/metrics`).then((response) => response.text())
+          )
+          expect(metrics).toMatch(/^nixfleet_/m)
+
+          // The old agent ended cleanly, once; the switch ran once and was fired once: the new
+          // agent picked the rollout up where it stood instead of running it again.
+          expect(exits(host)).toStrictEqual(["success exited 0"])
+          expect((yield* switchRuns(sandbox)).filter((basename) => basename === closure)).toHaveLength(1)
+          const fired = (yield* agentLog).filter((line) =>
+            line.message === "switch fired" && line.annotations["rolloutId"] === rolloutId
+          )
+          expect(fired).toHaveLength(1)
+          const fresh = expectEachEventOnce(yield* events(host.cp).pipe(Effect.orDie), rolloutId)
+          expect(fresh.filter((event) => event.kind === "Converged")).toHaveLength(1)
+          expect(fresh.at(-1)?.kind).toBe("Converged")
         }),
       TIMEOUT
     )
