@@ -114,6 +114,12 @@ export interface OutboxService {
   readonly deadLetter: (id: number, status: number | null, reason: string) => Effect.Effect<void, OutboxError>
   /** Pending rows, of one rollout or of all. */
   readonly pendingCount: (rolloutId?: string) => Effect.Effect<number, OutboxError>
+  /**
+   * The highest seq stored for a rollout, pending or dead-lettered (0 when none): the
+   * reducer numbers new events above it, so an event imported from the reference agent's
+   * queue is never shadowed by a new one with the same seq.
+   */
+  readonly maxSeq: (rolloutId: string) => Effect.Effect<number, OutboxError>
   /** The most recent dead letters, newest first. */
   readonly deadLetters: (limit: number) => Effect.Effect<ReadonlyArray<DeadLetter>, OutboxError>
   readonly stats: Effect.Effect<OutboxStats, OutboxError>

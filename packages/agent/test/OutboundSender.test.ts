@@ -1,11 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { AgentEvent } from "@nixfleet/proto"
-import { Effect, Layer, Ref, Schema } from "effect"
+import { Effect, FiberRef, HashSet, Layer, Logger, Metric, Ref, Schema } from "effect"
 import { AgentConfig } from "../src/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
+import { deliveryBlocked } from "../src/Metrics.js"
 import { classify, OutboundSender } from "../src/OutboundSender.js"
 import { Outbox } from "../src/Outbox.js"
 import { Shutdown } from "../src/Shutdown.js"
+import { StatusBoard } from "../src/StatusBoard.js"
 import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 import { testConfig } from "./support/fixtures.js"
 import { MemoryOutboxHandle, memoryOutboxLayer } from "./support/memoryOutbox.js"
@@ -32,7 +34,7 @@ const withSender = <A, E>(
   script: (request: RecordedRequest, index: number) => Answer,
   body: (
     fake: Effect.Effect.Success<ReturnType<typeof fakeControlPlane>>
-  ) => Effect.Effect<A, E, Outbox | MemoryOutboxHandle>
+  ) => Effect.Effect<A, E, Outbox | MemoryOutboxHandle | StatusBoard>
 ) =>
   Effect.gen(function*() {
     const fake = yield* fakeControlPlane(script)
@@ -41,12 +43,25 @@ const withSender = <A, E>(
       Layer.provide(ControlPlaneTransport.layer),
       Layer.provideMerge(memoryOutboxLayer),
       Layer.provide(Shutdown.layer),
+      Layer.provideMerge(StatusBoard.layer),
       Layer.provideMerge(AgentConfig.make(testConfig({ controlPlaneUrl: `${fake.url}/` })))
     )
     return yield* Effect.provide(body(fake), layer)
   })
 
-const until = (condition: Effect.Effect<boolean, never, Outbox | MemoryOutboxHandle>) =>
+/** Every log line of the test (`LEVEL message`), through a logger added beside the default one. */
+const captured = Effect.gen(function*() {
+  const lines: Array<string> = []
+  yield* Effect.locallyScopedWith(
+    FiberRef.currentLoggers,
+    HashSet.add(Logger.make(({ logLevel, message }) => {
+      lines.push(`${logLevel.label} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+    }))
+  )
+  return () => [...lines]
+})
+
+const until = <R>(condition: Effect.Effect<boolean, never, R>) =>
   Effect.gen(function*() {
     while (!(yield* condition)) yield* Effect.sleep("10 millis")
   })
@@ -54,13 +69,20 @@ const until = (condition: Effect.Effect<boolean, never, Outbox | MemoryOutboxHan
 const pending = Effect.flatMap(Outbox, (outbox) => Effect.orDie(outbox.pendingCount()))
 const seqs = (requests: ReadonlyArray<RecordedRequest>) => requests.map((r) => JSON.parse(r.body).event.seq as number)
 
+const gauge = (status: number) =>
+  Effect.map(Metric.value(Metric.tagged(deliveryBlocked, "status", String(status))), (state) => state.value)
+const blockedOnBoard = Effect.flatMap(StatusBoard, (board) => Ref.get(board.deliveryBlocked))
+
 describe("classify", () => {
-  it("sorts answers into delivered, retry and dead-letter", () => {
+  it("sorts answers into delivered, retry, blocked and dead-letter", () => {
     expect([200, 202, 204].map(classify)).toStrictEqual(["delivered", "delivered", "delivered"])
-    expect([408, 429, 500, 502, 503].map(classify)).toStrictEqual(["retry", "retry", "retry", "retry", "retry"])
-    expect([400, 401, 403, 404, 409, 413, 415, 422, 426].map(classify)).toStrictEqual(
-      Array.from({ length: 9 }, () => "dead-letter")
+    expect([404, 405, 408, 409, 429, 500, 502, 503].map(classify)).toStrictEqual(
+      Array.from({ length: 8 }, () => "retry")
     )
+    // The agent's identity or protocol, not the event: hold and retry.
+    expect([401, 403, 426].map(classify)).toStrictEqual(["blocked", "blocked", "blocked"])
+    // Only answers that condemn the body itself dead-letter it.
+    expect([400, 413, 415, 422].map(classify)).toStrictEqual(Array.from({ length: 4 }, () => "dead-letter"))
   })
 })
 
@@ -113,16 +135,50 @@ describe("OutboundSender", () => {
     10_000
   )
 
-  it.scopedLive("a 403 dead-letters the row too, and the rows after it still go out", () =>
-    withSender((_, index) => index === 0 ? { status: 403 } : { status: 204 }, (fake) =>
+  it.scopedLive(
+    "401 and 403 hold the queue in order, never dead-letter; one line per change of the block, board and gauge agree",
+    () =>
       Effect.gen(function*() {
-        yield* enqueue(1)
-        yield* enqueue(2)
-        yield* until(Effect.map(pending, (n) => n === 0))
-        expect(seqs(fake.requests())).toStrictEqual([1, 2])
-        const dead = yield* Effect.flatMap(MemoryOutboxHandle, (h) => Ref.get(h.dead))
-        expect(dead.map((d) => [d.seq, d.status])).toStrictEqual([[1, 403]])
-      })))
+        const logs = yield* captured
+        yield* withSender(
+          (_, index) =>
+            index < 2
+              ? { status: 401, body: "{\"error\":\"certificate revoked\"}" }
+              : index === 2
+              ? { status: 403 }
+              : { status: 204 },
+          (fake) =>
+            Effect.gen(function*() {
+              yield* enqueue(1)
+              yield* enqueue(2)
+              yield* until(Effect.sync(() => fake.requests().length >= 1))
+              yield* until(Effect.map(blockedOnBoard, (blocked) => blocked !== null))
+              expect(yield* blockedOnBoard).toMatchObject({
+                status: 401,
+                url: `${fake.url}/v1/agent/events`,
+                reason: "{\"error\":\"certificate revoked\"}"
+              })
+              expect(yield* gauge(401)).toBe(1)
+              expect(yield* gauge(403)).toBe(0)
+              yield* until(Effect.map(pending, (n) => n === 0))
+              // The head row is retried until accepted; the row behind it waits its turn.
+              expect(seqs(fake.requests())).toStrictEqual([1, 1, 1, 1, 2])
+              expect(yield* Effect.flatMap(MemoryOutboxHandle, (h) => Ref.get(h.dead))).toStrictEqual([])
+              expect(yield* blockedOnBoard).toBeNull()
+              expect([yield* gauge(401), yield* gauge(403), yield* gauge(426)]).toStrictEqual([0, 0, 0])
+              const changes = logs().filter((line) => line.includes("delivery "))
+              expect(changes).toStrictEqual([
+                `ERROR delivery blocked: 401 from ${fake.url}/v1/agent/events`,
+                `ERROR delivery blocked: 403 from ${fake.url}/v1/agent/events`,
+                `INFO delivery unblocked: ${fake.url}/v1/agent/events accepts this agent's events again`
+              ])
+              // Tries while blocked are not warnings: the block has its own line.
+              expect(logs().filter((line) => line.startsWith("WARN event delivery failed"))).toStrictEqual([])
+            })
+        )
+      }),
+    20_000
+  )
 
   it.scopedLive("an enqueue wakes the sender at once", () =>
     withSender(() => ({ status: 204 }), (fake) =>

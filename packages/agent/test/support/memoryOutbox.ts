@@ -1,6 +1,7 @@
 /**
  * An in-memory `Outbox` for tests of the reducer and the sender, with the same contract as
- * the SQLite one (insertion order, unique (rolloutId, seq), dead letters, wake-ups).
+ * the SQLite one (insertion order, unique (rolloutId, seq), dead letters, the highest seq
+ * of a rollout, wake-ups).
  */
 import { AgentEvent } from "@nixfleet/proto"
 import { Context, Effect, Layer, Queue, Ref, Schema } from "effect"
@@ -64,6 +65,12 @@ export const memoryOutboxLayer = Layer.effectContext(
         Effect.map(
           Ref.get(rows),
           (all) => all.filter((row) => rolloutId === undefined || row.rolloutId === rolloutId).length
+        ),
+      maxSeq: (rolloutId) =>
+        Effect.map(
+          Effect.all([Ref.get(rows), Ref.get(dead)]),
+          ([all, d]) =>
+            [...all, ...d].filter((row) => row.rolloutId === rolloutId).reduce((max, row) => Math.max(max, row.seq), 0)
         ),
       deadLetters: (limit) => Effect.map(Ref.get(dead), (all) => all.slice(0, limit)),
       stats: Effect.map(Effect.all([Ref.get(rows), Ref.get(dead)]), ([all, d]) => ({

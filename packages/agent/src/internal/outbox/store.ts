@@ -122,6 +122,41 @@ export const selectHead = (
   )
 
 /**
+ * Up to `limit` pending rows whose id is above `afterId`, in insertion order: a walk over
+ * the whole table one page at a time.
+ *
+ * @since 0.1.0
+ */
+export const selectPendingAfter = (
+  sql: SqlClient.SqlClient,
+  afterId: number,
+  limit: number
+): Effect.Effect<ReadonlyArray<typeof PendingRow.Type>, SqlError | ParseResult.ParseError> =>
+  Effect.flatMap(
+    sql`SELECT id, rollout_id, seq, hostname, kind, durable, body, created_at, attempts, last_error
+      FROM outbox WHERE id > ${afterId} ORDER BY id LIMIT ${limit}`,
+    decodeRows(PendingRow)
+  )
+
+/**
+ * The highest seq of a rollout among the pending rows and the dead letters, 0 when it has
+ * none (both tables' `(rollout_id, seq)` indexes answer it).
+ *
+ * @since 0.1.0
+ */
+export const selectMaxSeq = (
+  sql: SqlClient.SqlClient,
+  rolloutId: string
+): Effect.Effect<number, SqlError | ParseResult.ParseError> =>
+  Effect.flatMap(
+    sql`SELECT max(
+        coalesce((SELECT max(seq) FROM outbox WHERE rollout_id = ${rolloutId}), 0),
+        coalesce((SELECT max(seq) FROM outbox_dead_letter WHERE rollout_id = ${rolloutId}), 0)
+      ) AS n`,
+    count
+  )
+
+/**
  * @since 0.1.0
  */
 export const deletePending = (sql: SqlClient.SqlClient, id: number): Effect.Effect<void, SqlError> =>
