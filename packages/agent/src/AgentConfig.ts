@@ -1,6 +1,9 @@
 /**
  * The agent's configuration, read through Effect's `Config` (so an embedder's
- * `ConfigProvider` decides where it comes from; the CLI maps its flags onto it).
+ * `ConfigProvider` decides where it comes from; the CLI maps its flags onto it). Only the
+ * machine id and the control-plane URL are required; any other setting whose value cannot
+ * be used takes its default and is listed in `settingWarnings` (the runtime logs each once
+ * at ERROR and `status` shows them): a unit is never stopped by an optional value.
  *
  * @since 0.1.0
  */
@@ -8,6 +11,8 @@ import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Settings from "./internal/settings.js"
+import type { SettingWarning } from "./StatusReport.js"
 
 /**
  * @since 0.1.0
@@ -43,6 +48,8 @@ export interface AgentConfigShape {
   readonly bootstrapTokenFile: string | null
   /** Renew the client certificate when less than this fraction of its validity remains; null: never. */
   readonly renewalThresholdFraction: number | null
+  /** The settings (this shape's, the activation pipeline's, the command line's) given a value that could not be used. */
+  readonly settingWarnings: ReadonlyArray<SettingWarning>
 }
 
 const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)).pipe(Config.map(Option.getOrNull))
@@ -54,42 +61,23 @@ const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)
  */
 export const config: Config.Config<AgentConfigShape> = Config.all({
   machineId: Config.nonEmptyString("NIXFLEET_AGENT_MACHINE_ID"),
-  stateDir: Config.nonEmptyString("NIXFLEET_AGENT_STATE_DIR").pipe(Config.withDefault("/var/lib/nixfleet-agent")),
+  stateDir: Settings.lenient(Settings.stateDir),
   controlPlaneUrl: Config.nonEmptyString("NIXFLEET_AGENT_CP_URL"),
-  sustainedFailureSecs: Config.integer("NIXFLEET_AGENT_SUSTAINED_FAILURE_SECS").pipe(
-    Config.withDefault(120),
-    Config.validate({ message: "must be a positive number of seconds", validation: (n) => n > 0 })
-  ),
-  outboxNonDurableCap: Config.integer("NIXFLEET_AGENT_OUTBOX_NONDURABLE_CAP").pipe(
-    Config.withDefault(10_000),
-    Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 })
-  ),
+  sustainedFailureSecs: Settings.lenient(Settings.sustainedFailureSecs),
+  outboxNonDurableCap: Settings.lenient(Settings.outboxNonDurableCap),
   trustFile: Config.nonEmptyString("NIXFLEET_AGENT_TRUST_FILE").pipe(
     Config.withDefault("/etc/nixfleet/agent/trust.json")
   ),
-  manifestFreshnessWindowSecs: Config.integer("NIXFLEET_AGENT_MANIFEST_FRESHNESS_WINDOW_SECS").pipe(
-    Config.withDefault(3600),
-    Config.validate({ message: "must be a positive number of seconds", validation: (n) => n > 0 })
-  ),
+  manifestFreshnessWindowSecs: Settings.lenient(Settings.manifestFreshnessWindowSecs),
   caCert: optionalPath("NIXFLEET_AGENT_CA_CERT"),
   clientCert: optionalPath("NIXFLEET_AGENT_CLIENT_CERT"),
   clientKey: optionalPath("NIXFLEET_AGENT_CLIENT_KEY"),
-  currentSystemPath: Config.nonEmptyString("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH").pipe(
-    Config.withDefault("/run/current-system")
-  ),
-  healthChecksFile: Config.nonEmptyString("NIXFLEET_AGENT_HEALTH_CHECKS_FILE").pipe(
-    Config.withDefault("/etc/nixfleet/agent/health-checks.json")
-  ),
-  sshHostKeyFile: Config.nonEmptyString("NIXFLEET_AGENT_SSH_HOST_KEY_FILE").pipe(
-    Config.withDefault("/etc/ssh/ssh_host_ed25519_key")
-  ),
+  currentSystemPath: Settings.lenient(Settings.currentSystemPath),
+  healthChecksFile: Settings.lenient(Settings.healthChecksFile),
+  sshHostKeyFile: Settings.lenient(Settings.sshHostKeyFile),
   bootstrapTokenFile: optionalPath("NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE"),
-  // Out of range is a start-up error, not a renewal fiber that silently never renews.
-  renewalThresholdFraction: Config.option(
-    Config.number("NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION").pipe(
-      Config.validate({ message: "must be strictly between 0 and 1", validation: (x) => x > 0 && x < 1 })
-    )
-  ).pipe(Config.map(Option.getOrNull))
+  renewalThresholdFraction: Settings.lenient(Settings.renewalThresholdFraction),
+  settingWarnings: Settings.warningsConfig
 })
 
 /**
@@ -109,7 +97,8 @@ export const defaults: Omit<AgentConfigShape, "machineId" | "stateDir" | "contro
   healthChecksFile: "/etc/nixfleet/agent/health-checks.json",
   sshHostKeyFile: "/etc/ssh/ssh_host_ed25519_key",
   bootstrapTokenFile: null,
-  renewalThresholdFraction: null
+  renewalThresholdFraction: null,
+  settingWarnings: []
 }
 
 /**

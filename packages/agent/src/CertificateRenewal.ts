@@ -1,14 +1,18 @@
 /**
  * Client certificate renewal: every 60 s (the first check at once) the fraction of the
  * certificate's validity that remains is compared with `--renewal-threshold-fraction`;
- * below it, the agent asks for a new certificate for the same key (`POST /v1/agent/renew`
- * over mTLS). The answer is not trusted: the certificate must chain to the fleet CA, name
- * this machine, be valid now and certify our key (else it is refused), and then work: one
- * request presenting it must be taken by the control plane. Only then is it written
- * atomically over the working one. The control-plane transport notices the new file and
- * uses it for the next request; the process is not restarted. A failed or refused attempt
- * is logged, counted and retried 30 s later, the working certificate untouched; it never
- * stops the fiber.
+ * below it, the agent asks for a new certificate (`POST /v1/agent/renew` over mTLS) with a
+ * CSR signed by the SSH host key (`--ssh-host-key-file`), as upstream: the control plane
+ * certifies only the host key `fleet.resolved` declares. The answer is not trusted: the
+ * certificate must chain to the fleet CA, name this machine, be valid now and certify the
+ * host key (else it is refused), and then work: one request presenting it with the host
+ * key must be taken by the control plane. Only then is it written atomically over the
+ * working one; no key file is written. The control-plane transport notices the new file
+ * and presents it with the key it certifies (`--client-key`, or else the host key), from
+ * the next request on; the process is not restarted. A failed or refused attempt is
+ * logged, counted and retried 30 s later, the working certificate untouched; it never
+ * stops the fiber. An out-of-range threshold is no renewal (`AgentConfig`'s
+ * `settingWarnings` says so), never an exit.
  *
  * @since 0.1.0
  */
@@ -72,6 +76,7 @@ export type RenewalCheck = "fresh" | "renewed"
 /**
  * One check: renews when less than `threshold` of the certificate's validity remains,
  * installing the new certificate only once it passed `checkRenewed` and `tryIdentity`.
+ * `keyFile` signs the CSR: the SSH host key.
  *
  * @since 0.1.0
  */
@@ -88,7 +93,7 @@ export const checkRenewal = Effect.fn("CertificateRenewal.check")(function*(sett
   yield* Effect.logInfo("renewing the client certificate").pipe(
     Effect.annotateLogs({ remaining: remaining.toFixed(4), notAfter: current.notAfter.toISOString() })
   )
-  const key = yield* readHostKey(settings.keyFile)
+  const key = yield* readHostKey(settings.keyFile, "SSH host key")
   const csrPem = yield* requestFor(config.machineId, key)
   const renewed = yield* client.renew({ csrPem })
   const { notAfter } = yield* checkRenewed({
@@ -128,7 +133,7 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
         yield* Effect.logWarning("--renewal-threshold-fraction needs --client-cert and --client-key; no renewal")
         return
       }
-      const settings = { certFile: config.clientCert, keyFile: config.clientKey, threshold }
+      const settings = { certFile: config.clientCert, keyFile: config.sshHostKeyFile, threshold }
       const context = yield* Effect.context<AgentConfig | ControlPlaneClient>()
       const failed = (reason: string) =>
         Effect.logWarning(`client certificate renewal failed; retrying in ${Duration.format(RENEWAL_RETRY_DELAY)}`)

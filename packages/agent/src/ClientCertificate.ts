@@ -1,8 +1,10 @@
 /**
  * The agent's client certificate on disk and the key it certifies, as enrollment and
- * renewal use them: the key is read from `--client-key` (in production the SSH host key,
- * the key the control plane has on record for the host), a CSR is signed with it, and an
- * issued certificate is written atomically with mode 0600 once it is known to certify it.
+ * renewal use them: enrollment signs its CSR with `--client-key`, renewal with the SSH
+ * host key (`--ssh-host-key-file`), as upstream (in production both are the host key, the
+ * key the control plane has on record for the host), and an issued certificate is written
+ * atomically with mode 0600 once it is known to certify that key. Only the certificate is
+ * written, never a key.
  * A renewed certificate must also chain to the fleet CA, name this machine and be valid
  * now: anything else would take the place of a certificate that works.
  *
@@ -14,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Fs from "node:fs/promises"
 import { writeFileAtomic } from "./internal/atomicFile.js"
 import { type CertificateCheck, certificatesIn, renewalVerdict } from "./internal/certificateChecks.js"
+import { describeError } from "./internal/describeError.js"
 import {
   certificateRequest,
   type CertificateValidity,
@@ -44,12 +47,12 @@ const readText = (file: string, what: string) =>
   })
 
 /**
- * The ed25519 key in `file` (OpenSSH or PEM).
+ * The ed25519 key in `file` (OpenSSH or PEM); `what` names it in errors.
  *
  * @since 0.1.0
  */
-export const readHostKey = (file: string): Effect.Effect<HostKey, CertificateError> =>
-  Effect.flatMap(readText(file, "client key"), (text) =>
+export const readHostKey = (file: string, what = "client key"): Effect.Effect<HostKey, CertificateError> =>
+  Effect.flatMap(readText(file, what), (text) =>
     Effect.try({
       try: () => hostKeyFrom(text),
       catch: (error) => new CertificateError({ detail: `${file} cannot sign a CSR: ${errorText(error)}` })
@@ -149,6 +152,7 @@ export const writeIssued = (file: string, certPem: string, key: HostKey): Effect
   certifiesKey(certPem, key)
     ? Effect.tryPromise({
       try: () => writeFileAtomic(file, certPem, 0o600),
-      catch: (error) => new CertificateError({ detail: `cannot write ${file}: ${errorText(error)}` })
+      // The error names the file and the system's error code (ENOSPC, EROFS, …) itself.
+      catch: (error) => new CertificateError({ detail: describeError(error) })
     })
     : Effect.fail(new CertificateError({ detail: "the control plane issued a certificate for another key" }))

@@ -201,20 +201,35 @@ const connectOf = (trust: ControlPlaneTrust): ConnectOptions => trust._tag === "
 interface IdentityFiles {
   readonly cert: string
   readonly key: string
+  /** The SSH host key, which a renewed certificate certifies (as upstream's renewal). */
+  readonly hostKey: string
 }
 
-/** The client identity in the two files, checked to belong together. */
+/**
+ * The client identity: the certificate with the key it certifies, `--client-key` or else
+ * the SSH host key. Renewal signs its CSR with the host key, as upstream does (the control
+ * plane requires the host's declared key), so where `--client-key` is another key the
+ * renewed certificate goes with the host key; neither file is ever rewritten.
+ */
 const clientIdentity = (files: IdentityFiles) =>
   Effect.gen(function*() {
     const cert = yield* readFile(files.cert, "client certificate")
     const key = yield* readFile(files.key, "client key")
     const certificate = yield* check(`invalid client certificate ${files.cert}`, () => new Crypto.X509Certificate(cert))
-    const privateKey = yield* check(`invalid client key ${files.key}`, () => privateKeyFrom(key))
-    if (!certificate.checkPrivateKey(privateKey)) {
-      return yield* new ClientSetupError({ detail: `${files.key} is not the key of ${files.cert}` })
-    }
+    const clientKey = yield* check(`invalid client key ${files.key}`, () => privateKeyFrom(key))
     // PKCS#8 PEM, in memory only.
-    return { cert, key: privateKey.export({ format: "pem", type: "pkcs8" }).toString() }
+    const identity = (privateKey: Crypto.KeyObject) => ({
+      cert,
+      key: privateKey.export({ format: "pem", type: "pkcs8" }).toString()
+    })
+    if (certificate.checkPrivateKey(clientKey)) return identity(clientKey)
+    const hostKey = files.hostKey === files.key ? Option.none() : yield* Effect.option(
+      Effect.flatMap(readFile(files.hostKey, "SSH host key"), (text) => check("", () => privateKeyFrom(text)))
+    )
+    if (Option.isSome(hostKey) && certificate.checkPrivateKey(hostKey.value)) return identity(hostKey.value)
+    return yield* new ClientSetupError({
+      detail: `${files.cert} certifies neither ${files.key} nor the SSH host key ${files.hostKey}`
+    })
   })
 
 /** The configured identity files; none for plain http, where there is no TLS to carry them. */
@@ -226,7 +241,7 @@ const identityFiles = (secure: boolean) =>
       return yield* new ClientSetupError({ detail: "--client-cert and --client-key go together" })
     }
     return config.clientCert !== null && config.clientKey !== null
-      ? { cert: config.clientCert, key: config.clientKey }
+      ? { cert: config.clientCert, key: config.clientKey, hostKey: config.sshHostKeyFile }
       : null
   })
 
@@ -237,7 +252,7 @@ const identityFiles = (secure: boolean) =>
  */
 const stampOf = (files: IdentityFiles) =>
   Effect.promise(() =>
-    Promise.all([files.cert, files.key].map((file) =>
+    Promise.all([files.cert, files.key, files.hostKey].map((file) =>
       Fs.stat(file, { bigint: true }).then(
         (stat) => `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`,
         (error: unknown) => `unreadable:${String(error)}`

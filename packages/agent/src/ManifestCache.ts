@@ -25,7 +25,7 @@ import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
 import { ControlPlaneClient, type ControlPlaneError } from "./ControlPlaneClient.js"
 import { HostLedger } from "./HostLedger.js"
-import { writeFileAtomic } from "./internal/atomicFile.js"
+import { writeFileAtomicEffect } from "./internal/atomicFile.js"
 import { formatParseError } from "./internal/boundedJson.js"
 
 /**
@@ -135,17 +135,17 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
         )
 
       const writeCached = (file: string, bytes: Uint8Array, signature: Uint8Array) =>
-        Effect.tryPromise(async () => {
-          await writeFileAtomic(file, bytes)
-          await writeFileAtomic(`${file}.sig`, signature)
-        }).pipe(Effect.catchAll((error) => Effect.logWarning(`cannot cache ${file}: ${String(error)}`)))
+        Effect.zipRight(writeFileAtomicEffect(file, bytes), writeFileAtomicEffect(`${file}.sig`, signature)).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`cannot cache ${file}: ${error.message}`))
+        )
 
-      const decode = <A, I>(schema: Schema.Schema<A, I>, json: unknown, what: string) =>
+      /** `what` names the document in the detail; `null` for the fleet, whose refusal says it already. */
+      const decode = <A, I>(schema: Schema.Schema<A, I>, json: unknown, what: string | null) =>
         Schema.decodeUnknown(schema)(json).pipe(
           Effect.mapError((error) =>
             new ManifestError({
               reason: "schema",
-              detail: `${what}: ${formatParseError(error)}`
+              detail: what === null ? formatParseError(error) : `${what}: ${formatParseError(error)}`
             })
           )
         )
@@ -187,7 +187,7 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
       const checkedFleet = (bytes: Uint8Array, signature: Uint8Array) =>
         Effect.gen(function*() {
           const verified = yield* verify(bytes, signature)
-          const fleet = yield* decode(FleetResolved, verified.json, "fleet.resolved")
+          const fleet = yield* decode(FleetResolved, verified.json, null)
           // An older fleet, however fresh, would bring back older rollout policies.
           const signedAt = fleet.meta.signedAt
           const newest = yield* ledger.newestFleet
@@ -195,7 +195,7 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
             return yield* new ManifestError({
               reason: "downgrade",
               detail:
-                `fleet.resolved signed at ${signedAt.toISOString()} is older than the one accepted (${newest.signedAt.toISOString()})`
+                `signed at ${signedAt.toISOString()}, older than the one accepted (${newest.signedAt.toISOString()})`
             })
           }
           if (signedAt !== null) {

@@ -8,6 +8,7 @@
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
+import * as Settings from "./internal/settings.js"
 
 /**
  * How the switch is fired.
@@ -43,49 +44,30 @@ export interface PipelineConfigShape {
   readonly storeDir: string
 }
 
-/** systemd-run on Linux, darwin on macOS. */
-const defaultSwitchMethod: SwitchMethod = globalThis.process?.platform === "darwin" ? "darwin" : "systemd-run"
-
-const positive = (name: string, fallback: number, max?: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({
-      message: max === undefined ? "must be a positive number of seconds" : `must be between 1 and ${max} seconds`,
-      validation: (n) => n > 0 && (max === undefined || n <= max)
-    })
-  )
-
 /**
  * The system profile alone (the activation worker checks rollback targets against its
  * generations).
  *
  * @since 0.1.0
  */
-export const systemProfileConfig: Config.Config<string> = Config.nonEmptyString("NIXFLEET_AGENT_SYSTEM_PROFILE").pipe(
-  Config.withDefault("/nix/var/nix/profiles/system")
-)
+export const systemProfileConfig: Config.Config<string> = Settings.lenient(Settings.systemProfile)
 
 /**
  * The pipeline configuration, from `NIXFLEET_AGENT_*` keys of the current `ConfigProvider`.
+ * Every value is optional: one that cannot be used is its default (`AgentConfig`'s
+ * `settingWarnings` says so), so reading never fails.
  *
  * @since 0.1.0
  */
 export const pipelineConfig: Config.Config<PipelineConfigShape> = Config.all({
-  currentSystemPath: Config.nonEmptyString("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH").pipe(
-    Config.withDefault("/run/current-system")
-  ),
+  currentSystemPath: Settings.lenient(Settings.currentSystemPath),
   systemProfile: systemProfileConfig,
-  switchMethod: Config.literal("systemd-run", "direct", "darwin")("NIXFLEET_AGENT_SWITCH_METHOD").pipe(
-    Config.withDefault(defaultSwitchMethod)
-  ),
-  switchLockPath: Config.nonEmptyString("NIXFLEET_AGENT_SWITCH_LOCK_PATH").pipe(
-    Config.withDefault("/run/nixos/switch-to-configuration.lock")
-  ),
-  stateDir: Config.nonEmptyString("NIXFLEET_AGENT_STATE_DIR").pipe(Config.withDefault("/var/lib/nixfleet-agent")),
-  // Must stay below the control plane's confirm deadline (360 s): a later answer splits state.
-  verifyTimeoutSecs: positive("NIXFLEET_AGENT_VERIFY_TIMEOUT_SECS", 300, 359),
-  realiseTimeoutSecs: positive("NIXFLEET_AGENT_REALISE_TIMEOUT_SECS", 3600),
-  storeDir: Config.nonEmptyString("NIXFLEET_AGENT_STORE_DIR").pipe(Config.withDefault("/nix/store"))
+  switchMethod: Settings.lenient(Settings.switchMethod),
+  switchLockPath: Settings.lenient(Settings.switchLockPath),
+  stateDir: Settings.lenient(Settings.stateDir),
+  verifyTimeoutSecs: Settings.lenient(Settings.verifyTimeoutSecs),
+  realiseTimeoutSecs: Settings.lenient(Settings.realiseTimeoutSecs),
+  storeDir: Settings.lenient(Settings.storeDir)
 })
 
 /**

@@ -155,7 +155,7 @@ describe("remaining validity", () => {
     expect(remainingFraction({ notBefore: notAfter, notAfter: notBefore }, at(0))).toBe(0)
   })
 
-  it("--renewal-threshold-fraction must be strictly between 0 and 1; absent means no renewal", () => {
+  it("--renewal-threshold-fraction strictly between 0 and 1 renews; absent or out of range, no renewal (and a warning)", () => {
     const read = (value: string | undefined) =>
       Effect.runSync(
         Effect.either(agentConfig).pipe(
@@ -170,7 +170,16 @@ describe("remaining validity", () => {
       )
     expect(Either.map(read(undefined), (c) => c.renewalThresholdFraction)).toStrictEqual(Either.right(null))
     expect(Either.map(read("0.5"), (c) => c.renewalThresholdFraction)).toStrictEqual(Either.right(0.5))
-    for (const bad of ["0", "1", "1.5", "-0.1", "half"]) expect(Either.isLeft(read(bad)), bad).toBe(true)
+    expect(Either.map(read("0.5"), (c) => c.settingWarnings)).toStrictEqual(Either.right([]))
+    for (const bad of ["0", "1", "1.5", "-0.1", "half", "NaN", " "]) {
+      const config = read(bad)
+      expect(Either.map(config, (c) => c.renewalThresholdFraction), bad).toStrictEqual(Either.right(null))
+      expect(Either.map(config, (c) => c.settingWarnings.map((w) => w.message)), bad).toStrictEqual(Either.right([
+        `--renewal-threshold-fraction ${
+          JSON.stringify(bad)
+        } must be a number strictly between 0 and 1; certificate renewal is disabled`
+      ]))
+    }
   })
 })
 
@@ -341,6 +350,7 @@ describe("renewal fiber, against a scripted control plane", () => {
               controlPlaneUrl: "http://127.0.0.1:9",
               clientCert: certFile,
               clientKey: HOST_KEY_FILE,
+              sshHostKeyFile: HOST_KEY_FILE,
               renewalThresholdFraction: threshold
             }),
             scriptedClient(calls, answers),

@@ -63,6 +63,7 @@ const host = (cp: DevControlPlane, overrides: Partial<AgentConfigShape> = {}) =>
       caCert: cp.caFile,
       clientCert: certFile,
       clientKey: HOST_KEY_FILE,
+      sshHostKeyFile: HOST_KEY_FILE,
       bootstrapTokenFile: tokenFile,
       ...overrides
     }

@@ -367,7 +367,7 @@ describe("the agent's workers against hostile answers", () => {
         // What killed the long-poll fiber for good, and made boot recovery exit.
         yield* eventually("boot recovery refused", logged(agent, "boot-recovery heartbeat failed", "nested deeper"))
         yield* eventually("the long-poll refused", logged(agent, "dispatch long-poll failed", "nested deeper"))
-        yield* eventually("the manifest poll refused", logged(agent, "manifest poll failed", "Parse: "))
+        yield* eventually("the manifest poll refused", logged(agent, "fleet.resolved refused", "Parse: "))
         // The same workers, still there, with the next hostile answers.
         yield* cp.setFault("heartbeat", { _tag: "Status", status: 200, body: heartbeatBodies.escapes })
         yield* cp.setFault("dispatch", { _tag: "Status", status: 200, body: dispatchBodies.huge })
@@ -441,6 +441,7 @@ describe("the agent's workers against hostile answers", () => {
           caCert: cp.caFile,
           clientCert: certFile,
           clientKey: HOST_KEY_FILE,
+          sshHostKeyFile: HOST_KEY_FILE,
           renewalThresholdFraction: 0.5
         })
         yield* eventually("the renewal refused", logged(agent, "renewal failed", "nested deeper"))

@@ -55,6 +55,7 @@ const dueHost = Effect.gen(function*() {
     caCert: cp.caFile,
     clientCert: certFile,
     clientKey: HOST_KEY_FILE,
+    sshHostKeyFile: HOST_KEY_FILE,
     renewalThresholdFraction: 0.5
   })
   const client = ControlPlaneClient.layer.pipe(Layer.provide(ControlPlaneTransport.layer), Layer.provideMerge(config))

@@ -32,8 +32,7 @@ describe("nixfleet-agent run refuses to start", () => {
           base,
           ["--control-plane-url", "not a url", ...base],
           ["--control-plane-url", "http://127.0.0.1:1", "--state-dir", dir],
-          ["--control-plane-url", "http://127.0.0.1:1", ...base, "--manifest-freshness-window-secs", "0"],
-          ["--control-plane-url", "http://127.0.0.1:1", ...base, "--renewal-threshold-fraction", "1.5"],
+          // An unusable optional value is no exit (SettingFallbacks.test.ts).
           // A v0.1 flag the reference binary refuses too (--poll-interval is accepted: UpstreamCommandLine.test.ts).
           ["--control-plane-url", "http://127.0.0.1:1", ...base, "--metrics-port", "9100"]
         ]

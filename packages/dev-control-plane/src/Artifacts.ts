@@ -48,6 +48,8 @@ export interface ArtifactsInput {
   readonly releaseKey: SigningKey
   /** Signs the manifest: the release key, or an untrusted one for a forged publish. */
   readonly manifestKey: SigningKey
+  /** Whether hosts name their platform `platform` or, as the v0.2 reference, `system`. */
+  readonly platformKey: "platform" | "system"
 }
 
 /**
@@ -91,6 +93,18 @@ const sign = <A, I>(
   )
 
 /**
+ * Serves `text` as it is (whatever it holds) and signs its canonical form with `key`: a
+ * document that verifies and then fails whatever check it was crafted for.
+ *
+ * @since 0.1.0
+ */
+export const signText = (text: string, key: SigningKey): Either.Either<SignedDocument, InvalidRollout> =>
+  canonicalizeTextEither(text).pipe(
+    Either.mapLeft((error) => new InvalidRollout({ reason: error.message })),
+    Either.map((canonical) => ({ bytes: new Uint8Array(Buffer.from(text, "utf8")), signature: key.sign(canonical) }))
+  )
+
+/**
  * Builds `fleet.resolved` (one channel named after the publish, whose policy of the same
  * name has one wave per host, hosts with `closureHash = targetClosure` and their `pubkey`, if any) and
  * the manifest `channel@ciCommit` whose `hostSet` follows the waves. Wave soak times are
@@ -121,6 +135,7 @@ export const build = (input: ArtifactsInput): Either.Either<RolloutArtifacts, In
     schemaVersion: 1,
     hosts: Object.fromEntries(input.hosts.map((host) => [host.hostname, {
       platform: "x86_64-linux",
+      ...(input.platformKey === "system" ? { platformKey: "system" as const } : {}),
       tags: [],
       channel: input.channel,
       closureHash: host.targetClosure,

@@ -102,6 +102,13 @@ export interface DevControlPlane {
   readonly publishRollout: (
     rollout: PublishRollout.PublishRollout
   ) => Effect.Effect<{ readonly rolloutId: string; readonly soakDueAt: Date }>
+  /**
+   * Serves `text` as `fleet.resolved` from now on, signed over its canonical form with the
+   * release key (or, with `forge`, a key that is not in the trust file): a fleet that
+   * verifies and fails the schema, an older one, one the agent must refuse. The host keys
+   * the last publish declared stay. Dies for a text that is not canonicalisable JSON.
+   */
+  readonly serveFleet: (text: string, options?: { readonly forge?: boolean }) => Effect.Effect<void>
   /** Queues a raw dispatch, whatever its fields, for the host whose long-poll will receive it. */
   readonly queueDispatch: (forHost: string, dispatch: DispatchWire) => Effect.Effect<void>
   /** Current host records, keyed `${rolloutId}/${hostname}`. */
@@ -213,7 +220,8 @@ export const start = (
           signedAt: valid.signedAt ?? now,
           ciCommit: Crypto.randomBytes(20).toString("hex"),
           releaseKey,
-          manifestKey: valid.forge ? forgeryKey : releaseKey
+          manifestKey: valid.forge ? forgeryKey : releaseKey,
+          platformKey: valid.platformKey
         })
         const dispatches = valid.dispatch
           ? yield* Effect.forEach(hosts, (target) =>
@@ -324,6 +332,11 @@ export const start = (
       mintBootstrapToken: (request) => Effect.orDie(mintBootstrapToken(request)),
       requests: Effect.sync(() => state.requests()),
       publishRollout: (rollout) => Effect.orDie(publish(rollout)),
+      serveFleet: (text, options) =>
+        Effect.orDie(Effect.map(
+          Artifacts.signText(text, options?.forge === true ? forgeryKey : releaseKey),
+          (fleet) => state.replaceFleet(fleet)
+        )),
       queueDispatch: (forHost, dispatch) => Effect.sync(() => state.enqueue(forHost, dispatch)),
       hostStates: Effect.sync(() => state.hostStates()),
       events: Effect.sync(() => state.acceptedEvents()),

@@ -35,6 +35,11 @@ export interface PublishRollout {
   readonly forge?: boolean
   /** Default true: queue one dispatch per host. */
   readonly dispatch?: boolean
+  /**
+   * The key of each host's platform in `fleet.resolved`: `"platform"` (default, later
+   * upstream code) or `"system"` (the v0.2 reference's Rust type and Nix emitter).
+   */
+  readonly platformKey?: "platform" | "system"
 }
 
 /**
@@ -72,7 +77,8 @@ const fields = {
   onHealthFailure: Schema.optionalWith(OnHealthFailure, { exact: true }),
   soakMinutes: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.nonNegative()), { exact: true }),
   forge: Schema.optionalWith(Schema.Boolean, { exact: true }),
-  dispatch: Schema.optionalWith(Schema.Boolean, { exact: true })
+  dispatch: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  platformKey: Schema.optionalWith(Schema.Literal("platform", "system"), { exact: true })
 }
 
 /**
@@ -104,6 +110,7 @@ export interface ValidPublish {
   readonly signedAt: Date | null
   readonly forge: boolean
   readonly dispatch: boolean
+  readonly platformKey: "platform" | "system"
 }
 
 /**
@@ -121,6 +128,7 @@ export const validate = (input: PublishRollout): Either.Either<ValidPublish, Inv
       soakMinutes: valid.soakMinutes ?? 0,
       signedAt: valid.signedAt ?? null,
       forge: valid.forge ?? false,
-      dispatch: valid.dispatch ?? true
+      dispatch: valid.dispatch ?? true,
+      platformKey: valid.platformKey ?? "platform"
     }))
   )

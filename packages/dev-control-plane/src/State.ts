@@ -295,6 +295,11 @@ export class ControlPlaneState {
     for (const dispatch of args.dispatches) this.enqueue(dispatch.hostname, dispatch)
   }
 
+  /** Serves another `fleet.resolved`; the host keys it declares stay those of the last publish. */
+  replaceFleet(fleet: SignedDocument): void {
+    this.fleet = fleet
+  }
+
   /** Appends to `forHost`'s FIFO and wakes every parked poll. */
   enqueue(forHost: string, dispatch: DispatchWire): void {
     const queue = this.queues.get(forHost)

@@ -9,7 +9,9 @@
  * always written, and only `Host.pin`, `Pin.expiresAt`, `HealthGate.systemdFailedUnits`
  * and `meta.signatureAlgorithm` are omitted when absent. Fields the Rust types ignore
  * (such as the emitter's `effectiveHealthChecks` or selector `and`/`not`) are dropped on
- * decode; signatures are always checked over the raw bytes, never over a re-encoding.
+ * decode; signatures are always checked over the raw bytes, never over a re-encoding. A
+ * host's platform is read under either of its upstream keys (`system`, `platform`) and
+ * written back under the key it was read from.
  *
  * @since 0.1.0
  */
@@ -25,6 +27,8 @@ import { nullWhenAbsent, omittedWhenNull, withDefault } from "./Optional.js"
 import { OnHealthFailure } from "./Probe.js"
 import { Timestamp } from "./Timestamp.js"
 
+const exactOptionalString = Schema.optionalWith(Schema.String, { exact: true })
+
 /**
  * An operator's commit pin, already filtered for expiry when the fleet was evaluated.
  * `expiresAt` is omitted when the pin does not expire.
@@ -39,21 +43,55 @@ export const Pin = Schema.Struct({
 /** @since 0.1.0 */
 export type Pin = typeof Pin.Type
 
-/**
- * One host. `platform` was called `system` in older artifacts; those no longer parse, as
- * upstream. `closureHash` is the basename of the host's closure (`null` when nothing is
- * built for it) and `pubkey` its OpenSSH host key line; both are written as `null` when
- * unset. `pin` is omitted when there is none.
- *
- * @since 0.1.0
- */
-export const Host = Schema.Struct({
+const HostFields = Schema.Struct({
   platform: Schema.String,
+  platformKey: Schema.optionalWith(Schema.Literal("system"), { exact: true }),
   tags: Schema.Array(Schema.String),
   channel: Schema.String,
   closureHash: nullWhenAbsent(Schema.String),
   pubkey: nullWhenAbsent(Schema.String),
   pin: omittedWhenNull(Pin)
+})
+
+/** A host object as it is on the wire: its platform under either key, the other fields as they are. */
+const HostWire = Schema.Struct(
+  { platform: exactOptionalString, system: exactOptionalString },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+
+/**
+ * One host. Its platform is written `system` by the v0.2 reference (its Rust `Host` and
+ * the Nix emitter) and `platform` by later upstream code; either key is read (the value
+ * decides nothing here), both at once is a duplicate field, neither a missing one. In
+ * memory the value is `platform`, and `platformKey: "system"` remembers that the wire said
+ * `system`, so that encoding writes the key that was read. `closureHash` is the basename
+ * of the host's closure (`null` when nothing is built for it) and `pubkey` its OpenSSH
+ * host key line; both are written as `null` when unset. `pin` is omitted when there is none.
+ *
+ * @since 0.1.0
+ */
+export const Host = Schema.transformOrFail(HostWire, HostFields, {
+  // Not strict: the wire side is an open object whose other fields HostFields decodes.
+  strict: false,
+  decode: (wire, _, ast) => {
+    const { platform, platformKey: _ignored, system, ...rest } = wire
+    if (platform !== undefined && system !== undefined) {
+      return ParseResult.fail(
+        new ParseResult.Type(
+          ast,
+          wire,
+          "duplicate field `system` (the platform given both as \"system\" and as \"platform\")"
+        )
+      )
+    }
+    if (system !== undefined) return ParseResult.succeed({ ...rest, platform: system, platformKey: "system" })
+    if (platform !== undefined) return ParseResult.succeed({ ...rest, platform })
+    return ParseResult.fail(new ParseResult.Type(ast, wire, "missing field `system` (or its later name \"platform\")"))
+  },
+  encode: (fields) => {
+    const { platform, platformKey, ...rest } = fields
+    return ParseResult.succeed(platformKey === "system" ? { ...rest, system: platform } : { ...rest, platform })
+  }
 }).annotations({ identifier: "Host" })
 /** @since 0.1.0 */
 export type Host = typeof Host.Type
@@ -159,8 +197,6 @@ export const Edge = Schema.Struct({
 }).annotations({ identifier: "Edge" })
 /** @since 0.1.0 */
 export type Edge = typeof Edge.Type
-
-const exactOptionalString = Schema.optionalWith(Schema.String, { exact: true })
 
 /** A channel edge as it may appear on the wire: either key of each serde alias pair. */
 const ChannelEdgeWire = Schema.Struct({

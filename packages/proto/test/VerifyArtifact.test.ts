@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import {
   ArtifactVerifyError,
   canonicalize,
+  FleetResolved,
   type KeySlot,
   sha256Hex,
   type TrustedPubkey,
@@ -13,6 +14,7 @@ import { ED25519_TORSION_SUBGROUP } from "@noble/curves/ed25519.js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FastCheck from "effect/FastCheck"
+import * as Schema from "effect/Schema"
 import { Buffer } from "node:buffer"
 import * as Crypto from "node:crypto"
 
@@ -138,9 +140,8 @@ describe("verifyArtifact: the vectors of §8.2", () => {
       expect(fromPretty.sha256).toBe(V2_SHA256)
     }))
 
-  it.effect("V3 (the repository golden with the old `system` key) is signature-valid with the spec's hash", () =>
+  it.effect("V3 (the repository golden with the v0.2 `system` key) verifies with the spec's hash and decodes", () =>
     Effect.gen(function*() {
-      // Refusing it for lacking `platform` is the FleetResolved schema's job, after verification.
       const result = yield* verifyArtifact({
         bytes: utf8(V3),
         signature: Buffer.from(V3_SIG, "hex"),
@@ -150,6 +151,10 @@ describe("verifyArtifact: the vectors of §8.2", () => {
       })
       expect(utf8(result.canonical).length).toBe(735)
       expect(result.sha256).toBe(V3_SHA256)
+      // The fleet the v0.2 reference signs is a fleet here too, and re-encodes to the same bytes.
+      const fleet = yield* Schema.decodeUnknown(FleetResolved)(result.json)
+      expect(fleet.hosts["h1"]).toMatchObject({ platform: "x86_64-linux", platformKey: "system" })
+      expect(canonicalize(yield* Schema.encode(FleetResolved)(fleet))).toBe(V3)
     }))
 
   it("V4: the bootstrap token's signature verifies over the JCS of its claims with the org root key", () => {

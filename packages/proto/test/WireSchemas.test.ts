@@ -555,10 +555,81 @@ describe("FleetResolved", () => {
     expect(canonicalText(encodeOk(FleetResolved, decodeOk(FleetResolved, withExtras)))).toBe(V2_CANONICAL)
   })
 
-  it("refuses a pre-rename host with system instead of platform", () => {
+  it("reads the v0.2 reference's `system` key and writes it back as it was read", () => {
+    // The v0.2 reference's golden fleet (its Rust `Host` and the Nix emitter write `system`).
+    const v3 = V2_CANONICAL.replace(
+      `"platform":"x86_64-linux","pubkey":"ssh-ed25519 AAAA..."`,
+      `"pubkey":"ssh-ed25519 AAAA...","system":"x86_64-linux"`
+    )
+    const decoded = expectRoundTrip(FleetResolved, JSON.parse(v3))
+    expect(canonicalText(encodeOk(FleetResolved, decoded))).toBe(v3)
+    expect(decoded.hosts["h1"]).toStrictEqual({
+      platform: "x86_64-linux",
+      platformKey: "system",
+      tags: ["production"],
+      channel: "stable",
+      closureHash: "sha256-abc123",
+      pubkey: "ssh-ed25519 AAAA...",
+      pin: null
+    })
+    const { platform, ...nullable } = everyNullable.hosts.h1
+    expectRoundTrip(FleetResolved, {
+      ...everyNullable,
+      channelEdges: [],
+      hosts: { h1: { ...nullable, system: platform } }
+    })
+  })
+
+  it("keeps each host's own key in a fleet that mixes both", () => {
+    const { platform: _web, ...web } = richFleet.hosts["web-01"]
+    const mixed = { ...richFleet, hosts: { ...richFleet.hosts, "web-01": { ...web, system: "x86_64-linux" } } }
+    const decoded = expectRoundTrip(FleetResolved, mixed)
+    expect(decoded.hosts["web-01"]?.platformKey).toBe("system")
+    expect(decoded.hosts["db-01"]).not.toHaveProperty("platformKey")
+  })
+
+  it("writes `platform` for a host made in memory without a key, `system` when asked", () => {
+    const host = { platform: "aarch64-linux", tags: [], channel: "stable", closureHash: null, pubkey: null, pin: null }
+    const fleet = decodeOk(FleetResolved, everyNullable)
+    const encoded = (h1: typeof host & { readonly platformKey?: "system" }) =>
+      encodeOk(FleetResolved, { ...fleet, hosts: { h1 } }).hosts?.["h1"]
+    expect(encoded(host)).toStrictEqual({
+      platform: "aarch64-linux",
+      tags: [],
+      channel: "stable",
+      closureHash: null,
+      pubkey: null
+    })
+    expect(encoded({ ...host, platformKey: "system" })).toStrictEqual({
+      system: "aarch64-linux",
+      tags: [],
+      channel: "stable",
+      closureHash: null,
+      pubkey: null
+    })
+  })
+
+  it("refuses a host with both keys or neither, naming the field", () => {
     const json: { hosts: { h1: Record<string, unknown> } } = JSON.parse(V2_CANONICAL)
     const { platform, ...host } = json.hosts.h1
-    expectRejected(FleetResolved, { ...json, hosts: { h1: { ...host, system: platform } } }, "platform")
+    expectRejected(
+      FleetResolved,
+      { ...json, hosts: { h1: { ...host, platform, system: platform } } },
+      "duplicate field `system`"
+    )
+    expectRejected(
+      FleetResolved,
+      { ...json, hosts: { h1: host } },
+      "missing field `system` (or its later name \"platform\")"
+    )
+    expectRejected(FleetResolved, { ...json, hosts: { h1: { ...host, system: 42 } } }, "system")
+    expectRejected(FleetResolved, { ...json, hosts: { h1: [] } })
+  })
+
+  it("does not take a `platformKey` from the wire", () => {
+    const json: { hosts: { h1: Record<string, unknown> } } = JSON.parse(V2_CANONICAL)
+    const decoded = decodeOk(FleetResolved, { ...json, hosts: { h1: { ...json.hosts.h1, platformKey: "system" } } })
+    expect(canonicalText(encodeOk(FleetResolved, decoded))).toBe(V2_CANONICAL)
   })
 
   it("refuses required fields that are missing or null", () => {

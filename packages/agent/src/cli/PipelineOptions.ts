@@ -1,13 +1,19 @@
 /**
  * The options `run`, `activate` and `rollback` share: where the host's system state is,
  * and how the switch runs. Each has an environment variable `NIXFLEET_AGENT_<NAME>` (read
- * when the flag is absent) and the production default.
+ * when the flag is absent) and the production default. `activate` and `rollback`, run by
+ * hand, refuse a bad value; `run`, run by systemd, takes the default instead (a unit that
+ * exits on a value restarts for ever) and the agent reports it.
  *
  * @since 0.1.0
  */
 import * as Options from "@effect/cli/Options"
 import * as Config from "effect/Config"
+import * as Either from "effect/Either"
+import { identity } from "effect/Function"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Settings from "../internal/settings.js"
 import type { PipelineConfigShape } from "../PipelineConfig.js"
 
 const text = (name: string, env: string, fallback: string) =>
@@ -64,7 +70,130 @@ export const pipelineOptions = {
   )
 }
 
+/**
+ * A value given to `run` (by its flag or its environment variable) that the setting cannot
+ * use. `run` does not exit on it: the setting takes its default, and the agent says so once
+ * at ERROR and in `status` (see `AgentConfig`'s `settingWarnings`).
+ *
+ * @since 0.1.0
+ */
+export interface UnusableValue {
+  readonly _tag: "UnusableValue"
+  readonly text: string
+}
+
+/**
+ * The flag of `rule`, read as text from the command line or else its environment variable;
+ * an empty value is none (as the `Config` readers take it).
+ */
+const given = (rule: Settings.SettingRule<unknown>) =>
+  Options.text((rule.flag ?? rule.key).replace(/^--/, "")).pipe(
+    Options.withFallbackConfig(Config.string(rule.key)),
+    Options.optional,
+    Options.map(Option.filter((text) => text !== ""))
+  )
+
+const parsed = <A, B>(rule: Settings.SettingRule<A>, text: string, some: (value: A) => B): B | UnusableValue =>
+  Either.match(rule.parse(text), {
+    onLeft: (): B | UnusableValue => ({ _tag: "UnusableValue", text }),
+    onRight: some
+  })
+
+/**
+ * `run`'s flag for a setting with a default: the value, the default when absent, or the text
+ * it cannot use.
+ *
+ * @since 0.1.0
+ */
+export const lenientOption = <A>(rule: Settings.SettingRule<A>): Options.Options<A | UnusableValue> =>
+  given(rule).pipe(
+    Options.map(
+      Option.match({ onNone: (): A | UnusableValue => rule.fallback, onSome: (text) => parsed(rule, text, identity) })
+    )
+  )
+
+/**
+ * `run`'s flag for a setting that may be left out: `None` when absent.
+ *
+ * @since 0.1.0
+ */
+export const lenientOptional = <A>(
+  rule: Settings.SettingRule<A | null>
+): Options.Options<Option.Option<A> | UnusableValue> =>
+  given(rule).pipe(
+    Options.map(Option.match({
+      onNone: (): Option.Option<A> | UnusableValue => Option.none(),
+      onSome: (text) => parsed(rule, text, (value) => Option.fromNullable(value))
+    }))
+  )
+
+/**
+ * A value of a lenient flag as its `ConfigProvider` entry: an unusable text goes through as
+ * given, for `AgentConfig` to report.
+ *
+ * @since 0.1.0
+ */
+export const configText = (value: string | number | UnusableValue): string =>
+  typeof value === "object" ? value.text : String(value)
+
+/**
+ * The value `run` itself uses (before the configuration is read): the default for an
+ * unusable text.
+ *
+ * @since 0.1.0
+ */
+export const usable = <A>(rule: Settings.SettingRule<A>, value: A | UnusableValue): A =>
+  isUnusable(value) ? rule.fallback : value
+
+/** @since 0.1.0 */
+export const isUnusable = (value: unknown): value is UnusableValue =>
+  typeof value === "object" && value !== null && "_tag" in value && value._tag === "UnusableValue"
+
+/**
+ * The pipeline's flags as `run` reads them: an unusable value is not an exit but the
+ * default (`activate` and `rollback`, run by hand, keep {@link pipelineOptions}' checks).
+ *
+ * @since 0.1.0
+ */
+export const runPipelineOptions = {
+  currentSystemPath: lenientOption(Settings.currentSystemPath).pipe(
+    Options.withDescription("the link whose basename is the running closure (default /run/current-system)")
+  ),
+  systemProfile: lenientOption(Settings.systemProfile).pipe(
+    Options.withDescription("the profile that nix-env --set writes (default /nix/var/nix/profiles/system)")
+  ),
+  switchMethod: lenientOption(Settings.switchMethod).pipe(
+    Options.withDescription("systemd-run (default), direct (a detached child: hosts without systemd, tests) or darwin")
+  ),
+  switchLockPath: lenientOption(Settings.switchLockPath).pipe(
+    Options.withDescription("held by a switch in progress (default /run/nixos/switch-to-configuration.lock)")
+  ),
+  healthChecksFile: lenientOption(Settings.healthChecksFile).pipe(
+    Options.withDescription("probe declarations (default /etc/nixfleet/agent/health-checks.json)")
+  ),
+  sustainedFailureSecs: lenientOption(Settings.sustainedFailureSecs).pipe(
+    Options.withDescription("how long an enforce probe may fail before Soaking → Failed (default 120)")
+  ),
+  verifyTimeoutSecs: lenientOption(Settings.verifyTimeoutSecs).pipe(
+    Options.withDescription("verify budget, at most 359: below the control plane's confirm deadline (default 300)")
+  ),
+  realiseTimeoutSecs: lenientOption(Settings.realiseTimeoutSecs).pipe(
+    Options.withDescription("budget for nix-store --realise (default 3600)")
+  ),
+  stateDir: lenientOption(Settings.stateDir).pipe(
+    Options.withDescription("outbox, caches, GC roots and switch logs (default /var/lib/nixfleet-agent)")
+  ),
+  logFormat: lenientOption(Settings.logFormat).pipe(
+    Options.withDescription("json (default: one object per line, for journald) or pretty")
+  )
+}
+
 type OptionValue<O> = O extends Options.Options<infer A> ? A : never
+
+/** @since 0.1.0 */
+export type RunPipelineOptions = {
+  readonly [K in keyof typeof runPipelineOptions]: OptionValue<(typeof runPipelineOptions)[K]>
+}
 
 /** @since 0.1.0 */
 export type PipelineOptions = {

@@ -31,6 +31,7 @@ export const testConfig = (overrides: Partial<AgentConfigShape> = {}): AgentConf
   sshHostKeyFile: "/nonexistent/ssh_host_ed25519_key",
   bootstrapTokenFile: null,
   renewalThresholdFraction: null,
+  settingWarnings: [],
   ...overrides
 })
 
