@@ -18,7 +18,7 @@ import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
-import { writeFileAtomic } from "./internal/atomicFile.js"
+import { writeFileAtomicEffect } from "./internal/atomicFile.js"
 import { describeError } from "./internal/outbox/errors.js"
 
 /**
@@ -188,10 +188,10 @@ export class HostLedger extends Context.Tag("@nixfleet/agent/HostLedger")<HostLe
       const config = yield* AgentConfig
       const file = Path.join(config.stateDir, LEDGER_FILE)
       return yield* make(yield* load(file), (next) =>
-        Effect.tryPromise({
-          try: () => writeFileAtomic(file, encodeLedger(next)),
-          catch: (error) => new HostLedgerError({ operation: "write", path: file, detail: describeError(error) })
-        }))
+        writeFileAtomicEffect(file, encodeLedger(next)).pipe(
+          // The detail names the system's error code (ENOSPC, EROFS, …) and what it says.
+          Effect.mapError((error) => new HostLedgerError({ operation: "write", path: file, detail: error.detail }))
+        ))
     })
   )
 

@@ -22,10 +22,12 @@ import * as Layer from "effect/Layer"
 import * as LogLevel from "effect/LogLevel"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { AgentConfig } from "./AgentConfig.js"
-import { HostLedger } from "./HostLedger.js"
+import { HostLedger, type SwitchRecord } from "./HostLedger.js"
+import { describeError, errnoOf } from "./internal/describeError.js"
 import { failGate, passGate, type SynthesisedEvent } from "./internal/reducer/advanceGates.js"
 import { entryOf, type RolloutEntry } from "./internal/reducer/entry.js"
 import { nextFailureWindows } from "./internal/reducer/failureWindows.js"
@@ -34,7 +36,7 @@ import { snapshotRefusal } from "./internal/reducer/snapshotCheck.js"
 import { mergeSnapshot } from "./internal/reducer/snapshotMerge.js"
 import { wedgeOnPingForTests } from "./internal/reducer/testWedge.js"
 import { type ManifestSet, resolvePolicy } from "./ManifestSet.js"
-import { Outbox } from "./Outbox.js"
+import { Outbox, type OutboxEntry } from "./Outbox.js"
 import type { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
@@ -46,6 +48,16 @@ import { drainUntilShutdown } from "./Shutdown.js"
  * manifest poll.
  */
 const HELD_CAPACITY = 256
+
+/**
+ * Writes the state directory refused, kept in memory in order until they are durable. Past
+ * it probe chatter is dropped (oldest first); durable events and activations are always
+ * kept: the reducer makes a handful per rollout and keeps at most 64 rollouts.
+ */
+const DISK_BACKLOG_CAPACITY = 1024
+/** The first retry of a refused write, doubled after each failure up to the cap. */
+const DISK_RETRY_FIRST_MS = 1_000
+const DISK_RETRY_MAX_MS = 10_000
 
 /**
  * Rollouts the reducer keeps. A host runs one rollout per channel at a time; the bound
@@ -70,7 +82,7 @@ const DEFAULT_SOAK_MINUTES = 60
 /**
  * Events the reducer refused, by reason (`unknown_rollout`, `IllegalForState`,
  * `SeqRegression`, `Invariant`, `held_overflow`, `foreign_snapshot`, `snapshot_refused`,
- * `finished`).
+ * `finished`, `seq_taken`).
  *
  * @since 0.1.0
  */
@@ -80,14 +92,40 @@ export const droppedEvents = Metric.counter("nixfleet_agent_reducer_dropped_even
 })
 
 /**
- * Outbound events that could not be stored (the storage kept failing): lost.
+ * Outbound events that were never stored: held in memory while the disk refused them when
+ * the agent stopped.
  *
  * @since 0.1.0
  */
 export const lostEvents = Metric.counter("nixfleet_agent_outbox_lost_events_total", {
-  description: "Outbound events lost because the outbox could not store them",
+  description: "Outbound events lost because the outbox could not store them before the agent stopped",
   incremental: true
 })
+
+/**
+ * Writes (events, switch records, and the activations behind them) held in memory because
+ * the state directory refused them; retried until it accepts them.
+ *
+ * @since 0.1.0
+ */
+export const waitingForDisk = Metric.gauge("nixfleet_agent_outbox_waiting_for_disk", {
+  description: "Events and switch records waiting for the state directory to accept writes"
+})
+
+/**
+ * What is held because the state directory refuses writes.
+ *
+ * @since 0.1.0
+ */
+export interface DiskBacklog {
+  /** Events waiting to be stored in the outbox. */
+  readonly events: number
+  /** Switches and rollbacks held until the writes before them are stored. */
+  readonly activations: number
+  /** Since when, and why (the path and the system's error). */
+  readonly since: Date | null
+  readonly error: string | null
+}
 
 /**
  * @since 0.1.0
@@ -99,6 +137,8 @@ export interface ReducerService {
   readonly submit: (input: ReducerInput) => Effect.Effect<void>
   /** The records as of the last handled input. */
   readonly records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, HostRolloutState>>
+  /** What waits for the disk (all zero and null while it accepts writes). */
+  readonly diskBacklog: Ref.Ref<DiskBacklog>
 }
 
 /**
@@ -110,7 +150,20 @@ export class Reducer extends Context.Tag("@nixfleet/agent/Reducer")<Reducer, Red
     Effect.gen(function*() {
       const channels = yield* RuntimeChannels
       const records = yield* SubscriptionRef.make<ReadonlyMap<string, HostRolloutState>>(new Map())
-      const loop = yield* makeLoop(records)
+      const diskBacklog = yield* Ref.make<DiskBacklog>(noBacklog)
+      const loop = yield* makeLoop(records, diskBacklog)
+      // Runs after the reducer fiber stops (finalizers run in reverse): what is still held
+      // was never stored and goes with the process; boot recovery and the control plane's
+      // snapshot converge the record after a restart.
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(Ref.get(diskBacklog), (held) =>
+          held.events === 0 ? Effect.void : Effect.zipRight(
+            Effect.logError(
+              `stopping with ${held.events} events held in memory for the disk: they are lost with this process`
+            ).pipe(Effect.annotateLogs({ since: held.since?.toISOString() ?? "", error: held.error ?? "" })),
+            Metric.incrementBy(lostEvents, held.events)
+          ))
+      )
       yield* Effect.forkScoped(
         drainUntilShutdown(channels.reducerInput, ({ handled, input }) =>
           Effect.ensuring(
@@ -126,11 +179,20 @@ export class Reducer extends Context.Tag("@nixfleet/agent/Reducer")<Reducer, Red
             (handled) =>
               Effect.zipRight(Queue.offer(channels.reducerInput, { input, handled }), Deferred.await(handled))
           ),
-        records
+        records,
+        diskBacklog
       }
     })
   )
 }
+
+const noBacklog: DiskBacklog = { events: 0, activations: 0, since: null, error: null }
+
+/** A write the state directory refused, or an activation waiting behind one. */
+type HeldWrite =
+  | { readonly _tag: "Event"; readonly entry: OutboxEntry }
+  | { readonly _tag: "Switch"; readonly record: SwitchRecord; readonly intent: ActivationIntent }
+  | { readonly _tag: "Rollback"; readonly intent: ActivationIntent }
 
 const logLevels = {
   Trace: LogLevel.Trace,
@@ -148,8 +210,8 @@ const drop = (reason: string, event: string, message: string) =>
     Metric.increment(Metric.tagged(droppedEvents, "reason", reason))
   )
 
-/** Storage failures are retried briefly (5 attempts in all): the reducer must move on, and a lost event is logged in full. */
-const enqueueRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(3)))
+/** Reads of the outbox are retried briefly (4 attempts in all): the reducer must move on. */
+const readRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(3)))
 
 const isFinished = (record: HostRolloutState) => record.state === "Converged" || record.state === "Reverted"
 
@@ -179,7 +241,10 @@ const waveSoakMinutes = (set: ManifestSet, channel: string, waveIndex: number): 
   return waves?.[waveIndex]?.soakMinutes ?? policy?.waves[waveIndex]?.soakMinutes ?? DEFAULT_SOAK_MINUTES
 }
 
-const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, HostRolloutState>>) =>
+const makeLoop = (
+  records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, HostRolloutState>>,
+  backlogRef: Ref.Ref<DiskBacklog>
+) =>
   Effect.gen(function*() {
     const config = yield* AgentConfig
     const outbox = yield* Outbox
@@ -210,6 +275,147 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
       }
     })
 
+    // Writes the state directory refused, in order, with the activations behind them: an
+    // activation is released only once everything before it is stored, so a switch never
+    // runs without its DispatchAck in the outbox and its rollback target in the ledger.
+    // Retried from the reducer's own inputs (the advance tick comes every 5 s), never by
+    // blocking it.
+    const diskHeld: Array<HeldWrite> = []
+    let retryAt = 0
+    let retryDelay = DISK_RETRY_FIRST_MS
+    let heldSince: Date | null = null
+    let heldError: string | null = null
+
+    const publishBacklog = Effect.suspend(() => {
+      const events = diskHeld.filter((write) => write._tag === "Event").length
+      const activations = diskHeld.length - events
+      return Effect.zipRight(
+        Ref.set(
+          backlogRef,
+          diskHeld.length === 0 ? noBacklog : { events, activations, since: heldSince, error: heldError }
+        ),
+        Metric.set(waitingForDisk, diskHeld.length)
+      )
+    })
+
+    interface WriteRefused {
+      readonly detail: string
+      readonly errno: string | null
+    }
+
+    const refused = (error: unknown): WriteRefused => ({ detail: describeError(error), errno: errnoOf(error) })
+
+    /** One attempt at a held write; an activation is released to the worker's queue. */
+    const attempt = (write: HeldWrite, first: boolean): Effect.Effect<void, WriteRefused> => {
+      switch (write._tag) {
+        case "Event":
+          return outbox.enqueue(write.entry).pipe(
+            Effect.mapError(refused),
+            Effect.flatMap((inserted) =>
+              inserted
+                ? Effect.void
+                : first
+                ? Effect.zipRight(
+                  // Impossible while every record numbers above the outbox's highest seq (seqFloor).
+                  Effect.logError("event NOT stored: its seq is already taken in the outbox (a seq numbering defect)")
+                    .pipe(Effect.annotateLogs({ seq: write.entry.seq, payload: JSON.stringify(write.entry.event) })),
+                  Metric.increment(Metric.tagged(droppedEvents, "reason", "seq_taken"))
+                )
+                // A retry of a write whose commit reached the disk though it was reported failed.
+                : Effect.logDebug("held event already in the outbox: kept the stored row")
+            ),
+            Effect.annotateLogs({ rolloutId: write.entry.rolloutId, kind: write.entry.event._tag })
+          )
+        case "Switch":
+          return ledger.recordSwitch(write.record).pipe(
+            Effect.mapError(refused),
+            Effect.zipRight(Effect.sync(() => pendingIntents.push(write.intent)))
+          )
+        case "Rollback":
+          return Effect.sync(() => pendingIntents.push(write.intent))
+      }
+    }
+
+    const describeHeld = (write: HeldWrite) =>
+      write._tag === "Event"
+        ? `${write.entry.event._tag} (seq ${write.entry.seq})`
+        : write._tag === "Switch"
+        ? `the switch to ${write.intent.closure}`
+        : `the rollback to ${write.intent.closure}`
+
+    const hold = (write: HeldWrite) =>
+      Effect.gen(function*() {
+        if (diskHeld.length >= DISK_BACKLOG_CAPACITY) {
+          // Probe chatter goes first, as the outbox's own cap drops it.
+          const chatter = diskHeld.findIndex((held) => held._tag === "Event" && !held.entry.durable)
+          if (chatter >= 0) {
+            diskHeld.splice(chatter, 1)
+            yield* Metric.increment(Metric.tagged(droppedEvents, "reason", "disk_backlog_full"))
+          } else if (write._tag === "Event" && !write.entry.durable) {
+            return yield* Metric.increment(Metric.tagged(droppedEvents, "reason", "disk_backlog_full"))
+          }
+        }
+        diskHeld.push(write)
+        if (write._tag !== "Event") {
+          yield* Effect.logError(
+            `not activating yet: ${describeHeld(write)} waits until the writes before it are stored in ` +
+              `${config.stateDir} (${heldError ?? "the disk refuses writes"}); it runs once they are`
+          ).pipe(Effect.annotateLogs({ rolloutId: write.intent.rolloutId, waiting: diskHeld.length }))
+        }
+      })
+
+    /** Stores a write now, or holds it (behind any already held) until the disk accepts it. */
+    const store = (write: HeldWrite): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        if (diskHeld.length > 0) {
+          yield* hold(write)
+          return yield* publishBacklog
+        }
+        const result = yield* Effect.either(attempt(write, true))
+        if (result._tag === "Right") return
+        const at = yield* now
+        heldSince = at
+        heldError = `${result.left.errno ?? "error"}: ${result.left.detail}`
+        retryDelay = DISK_RETRY_FIRST_MS
+        retryAt = at.getTime() + retryDelay
+        yield* Effect.logError(
+          `the state directory ${config.stateDir} refuses writes (${result.left.errno ?? "unknown errno"}): ` +
+            `${describeHeld(write)} is held in memory and retried until it is stored; ` +
+            "nothing is switched until then"
+        ).pipe(Effect.annotateLogs({ error: result.left.detail }))
+        yield* hold(write)
+        yield* publishBacklog
+      })
+
+    /** Retries the held writes in order once their backoff is over; stops at the first refused. */
+    const retryHeld = Effect.gen(function*() {
+      if (diskHeld.length === 0) return
+      const at = yield* Clock.currentTimeMillis
+      if (at < retryAt) return
+      const stored = diskHeld.length
+      while (diskHeld.length > 0) {
+        const result = yield* Effect.either(attempt(diskHeld[0]!, false))
+        if (result._tag === "Left") {
+          retryDelay = Math.min(retryDelay * 2, DISK_RETRY_MAX_MS)
+          retryAt = at + retryDelay
+          heldError = `${result.left.errno ?? "error"}: ${result.left.detail}`
+          yield* Effect.logWarning(
+            `the state directory ${config.stateDir} still refuses writes (${result.left.errno ?? "unknown errno"}); ` +
+              `${diskHeld.length} writes held, retrying in ${retryDelay / 1000} s`
+          ).pipe(Effect.annotateLogs({ error: result.left.detail }))
+          return yield* publishBacklog
+        }
+        diskHeld.shift()
+      }
+      yield* Effect.logInfo(`the state directory ${config.stateDir} accepts writes again: stored what was held`).pipe(
+        Effect.annotateLogs({ stored, heldSince: heldSince?.toISOString() ?? "" })
+      )
+      retryDelay = DISK_RETRY_FIRST_MS
+      heldSince = null
+      heldError = null
+      yield* publishBacklog
+    })
+
     /**
      * A switch goes only to the closure the signed manifest named for this rollout, and
      * only once the ledger holds it with the closure to come back to (the rollback target
@@ -225,22 +431,17 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
           ).pipe(Effect.annotateLogs({ rolloutId, verifiedTarget: entry?.verifiedTarget ?? "none" }))
         }
         const previous = entry.record.currentClosureAtDispatch
-        const recorded = yield* Effect.either(Effect.retry(
-          ledger.recordSwitch({
+        yield* store({
+          _tag: "Switch",
+          record: {
             rolloutId,
             target,
             previous: previous === "" ? null : previous,
             soakDueAt: entry.record.soakDueAt,
             recordedAt: yield* now
-          }),
-          enqueueRetry
-        ))
-        if (recorded._tag === "Left") {
-          return yield* Effect.logError(
-            `not switching: the rollback target could not be recorded first (${recorded.left.message})`
-          ).pipe(Effect.annotateLogs({ rolloutId }))
-        }
-        pendingIntents.push({ rolloutId, closure: target, rollback: false })
+          },
+          intent: { rolloutId, closure: target, rollback: false }
+        })
         yield* flushIntents
       })
 
@@ -249,35 +450,27 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
         case "LocalFireSwitch":
           return fireSwitch(command.rolloutId, command.target)
         case "LocalFireRollbackTo":
-          pendingIntents.push({ rolloutId: command.rolloutId, closure: command.closure, rollback: true })
-          return flushIntents
+          // Behind the Failed decision's event: the rollback runs once that is recorded.
+          return Effect.zipRight(
+            store({
+              _tag: "Rollback",
+              intent: { rolloutId: command.rolloutId, closure: command.closure, rollback: true }
+            }),
+            flushIntents
+          )
         case "LocalResetProbeCache":
           return Effect.asVoid(Queue.offer(channels.probeResets, { rolloutId: command.rolloutId }))
-        case "LocalEmitEvent": {
-          const entry = {
-            rolloutId: command.rolloutId,
-            seq: command.payload.seq,
-            hostname: config.machineId,
-            durable: command.durable,
-            event: command.payload
-          }
-          return outbox.enqueue(entry).pipe(
-            // The retry schedule is only built once a first attempt has failed.
-            Effect.catchAll(() => Effect.retry(outbox.enqueue(entry), enqueueRetry)),
-            Effect.flatMap((inserted) =>
-              inserted ? Effect.void : Effect.logWarning("an event with this seq is already queued; kept the first")
-            ),
-            Effect.catchAll((error) =>
-              Effect.zipRight(
-                Effect.logError("event LOST: the outbox could not store it; check the state directory's disk").pipe(
-                  Effect.annotateLogs({ error: error.message, payload: JSON.stringify(command.payload) })
-                ),
-                Metric.increment(lostEvents)
-              )
-            ),
-            Effect.annotateLogs({ kind: command.payload._tag })
-          )
-        }
+        case "LocalEmitEvent":
+          return store({
+            _tag: "Event",
+            entry: {
+              rolloutId: command.rolloutId,
+              seq: command.payload.seq,
+              hostname: config.machineId,
+              durable: command.durable,
+              event: command.payload
+            }
+          }).pipe(Effect.annotateLogs({ kind: command.payload._tag }))
         case "RecordTransition":
           return Effect.logInfo(`rollout ${command.from} → ${command.to}`).pipe(
             Effect.annotateLogs({ from: command.from, to: command.to, at: command.at.toISOString() })
@@ -293,6 +486,41 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
           return Effect.logError(`${command._tag} reached the agent's applier: a state-machine defect; dropped`)
       }
     }
+
+    /**
+     * The seq a created or rehydrated record continues from: above every seq the outbox
+     * holds for the rollout, so that events queued before this record existed (imported
+     * from the reference agent's queue, or left by a previous run) keep their seqs and new
+     * ones never collide with them.
+     */
+    const heldMaxSeq = (rolloutId: string) =>
+      diskHeld.reduce(
+        (max, write) =>
+          write._tag === "Event" && write.entry.rolloutId === rolloutId ? Math.max(max, write.entry.seq) : max,
+        0
+      )
+
+    const seqFloor = (rolloutId: string, local: number): Effect.Effect<number> =>
+      outbox.maxSeq(rolloutId).pipe(
+        Effect.catchAll(() => Effect.retry(outbox.maxSeq(rolloutId), readRetry)),
+        // Events held for the disk are numbered too: above them as well.
+        Effect.map((stored) => Math.max(local, stored, heldMaxSeq(rolloutId))),
+        Effect.tap((floor) =>
+          floor > local
+            ? Effect.logInfo("numbering this rollout's events above those already in the outbox").pipe(
+              Effect.annotateLogs({ lastEventSeq: floor, counted: local })
+            )
+            : Effect.void
+        ),
+        Effect.catchAll((error) =>
+          Effect.as(
+            Effect.logError("cannot read the outbox's highest seq for this rollout; numbering from the record's").pipe(
+              Effect.annotateLogs({ error: error.message, lastEventSeq: local })
+            ),
+            local
+          )
+        )
+      )
 
     const handleHostEvent = (rolloutId: string, event: LocalEvent, waveIndex?: number): Effect.Effect<void> =>
       Effect.gen(function*() {
@@ -341,7 +569,7 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
               dispatchedAt: at,
               soakDueAt: soak.soakDueAt
             }),
-            lastEventSeq: existing?.record.lastEventSeq ?? 0
+            lastEventSeq: yield* seqFloor(rolloutId, existing?.record.lastEventSeq ?? 0)
           }
         }
         if (record === null) return
@@ -425,23 +653,27 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
           return yield* drop("snapshot_refused", "BootstrapHost", `snapshot refused: already ${MAX_ROLLOUTS} rollouts`)
         }
         // If the outbox cannot be read, assume events are queued: never regress on doubt.
-        const queued = yield* outbox.pendingCount(snapshot.rolloutId).pipe(
+        const queued = heldMaxSeq(snapshot.rolloutId) > 0 || (yield* outbox.pendingCount(snapshot.rolloutId).pipe(
           Effect.map((n) => n > 0),
           Effect.orElseSucceed(() => true)
-        )
+        ))
         const merged = mergeSnapshot(existing, snapshot, queued, own ?? null)
-        rollouts.set(snapshot.rolloutId, merged.entry)
+        const lastEventSeq = yield* seqFloor(snapshot.rolloutId, merged.entry.record.lastEventSeq)
+        const entry = lastEventSeq === merged.entry.record.lastEventSeq
+          ? merged.entry
+          : { ...merged.entry, record: { ...merged.entry.record, lastEventSeq } }
+        rollouts.set(snapshot.rolloutId, entry)
         yield* Effect.logInfo("rollout rehydrated from the control plane").pipe(
           Effect.annotateLogs({
-            state: merged.entry.record.state,
+            state: entry.record.state,
             snapshotState: snapshot.state,
             warm: existing !== undefined,
             keptLocalState: merged.keptLocalState,
-            lastEventSeq: merged.entry.record.lastEventSeq
+            lastEventSeq: entry.record.lastEventSeq
           })
         )
         if (merged.changed) {
-          for (const command of rehydrationEffects(merged.entry.record)) yield* apply(command)
+          for (const command of rehydrationEffects(entry.record)) yield* apply(command)
         }
       }).pipe(Effect.annotateLogs({ rolloutId: input.snapshot.rolloutId }))
 
@@ -468,6 +700,7 @@ const makeLoop = (records: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, H
             // Off unless a test sets NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS.
             return yield* wedgeOnPingForTests
         }
+        yield* retryHeld
         yield* flushIntents
         yield* evictFinished
         yield* publish

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { HostRolloutSnapshot } from "@nixfleet/proto"
 import type { LocalEvent } from "@nixfleet/state-machine"
-import { Chunk, Effect, Fiber, Metric, Queue, Ref, SubscriptionRef, TestClock } from "effect"
+import { Chunk, Effect, Metric, Queue, Ref, SubscriptionRef, TestClock } from "effect"
 import { droppedEvents, lostEvents, Reducer } from "../src/Reducer.js"
 import { ReducerInput } from "../src/ReducerInput.js"
 import { RuntimeChannels } from "../src/RuntimeChannels.js"
@@ -208,20 +208,56 @@ describe("Reducer", () => {
         expect((yield* Queue.take(channels.activationIntents)).rolloutId).toBe("stable@a3")
       }).pipe(Effect.provide(reducerLayer({}, { reducerInput: 4, activationIntents: 1 }))))
 
-    it.scoped("an event the outbox cannot store is retried, then logged as lost; the reducer goes on", () =>
+    it.scoped("a DispatchAck the outbox cannot store holds the switch until it is stored; nothing is lost", () =>
       Effect.gen(function*() {
         yield* manifests()
         const outbox = yield* MemoryOutboxHandle
+        const reducer = yield* Reducer
         yield* Ref.set(outbox.failEnqueue, "disk full")
         const before = yield* metricCount(lostEvents)
-        const fiber = yield* Effect.fork(activate())
-        yield* TestClock.adjust("10 seconds")
-        yield* Fiber.join(fiber)
-        expect(yield* metricCount(lostEvents)).toBe(before + 1)
-        expect((yield* record)?.state).toBe("Activating")
+        yield* activate()
+        // Not activated: no intent, nothing in the outbox, the ack and the switch held in order.
+        expect(yield* intents).toStrictEqual([])
+        expect(yield* queued).toStrictEqual([])
+        expect(yield* Ref.get(reducer.diskBacklog)).toMatchObject({ events: 1, activations: 1 })
+        // Still refused at the first retry: still held, still no switch.
+        yield* TestClock.adjust("1 second")
+        yield* tick
+        expect(yield* intents).toStrictEqual([])
+        // The disk accepts writes again: the next retry stores the ack, then releases the switch.
         yield* Ref.set(outbox.failEnqueue, null)
+        yield* TestClock.adjust("2 seconds")
+        yield* tick
+        expect(yield* queued).toStrictEqual(["DispatchAck#1"])
+        expect((yield* intents).map((intent) => intent.closure)).toStrictEqual([TARGET])
+        expect(yield* Ref.get(reducer.diskBacklog)).toMatchObject({ events: 0, activations: 0 })
         yield* complete
-        expect(yield* queued).toStrictEqual(["ActivationCompleted#2"])
+        expect(yield* queued).toStrictEqual(["DispatchAck#1", "ActivationCompleted#2"])
+        expect(yield* metricCount(lostEvents)).toBe(before)
+      }).pipe(Effect.provide(reducerLayer())))
+
+    it.scoped("events refused by the disk keep their seq and order, and later ones wait behind them", () =>
+      Effect.gen(function*() {
+        yield* manifests()
+        yield* activate()
+        yield* intents
+        const outbox = yield* MemoryOutboxHandle
+        yield* Ref.set(outbox.failEnqueue, "disk full")
+        yield* complete
+        yield* probe("p", "pass")
+        expect(yield* queued).toStrictEqual(["DispatchAck#1"])
+        // A write arriving while the disk is back but before the retry is due still queues behind.
+        yield* Ref.set(outbox.failEnqueue, null)
+        yield* probe("p", "fail")
+        expect(yield* queued).toStrictEqual(["DispatchAck#1"])
+        yield* TestClock.adjust("1 second")
+        yield* tick
+        expect(yield* queued).toStrictEqual([
+          "DispatchAck#1",
+          "ActivationCompleted#2",
+          "ProbeResult#3",
+          "ProbeResult#4"
+        ])
       }).pipe(Effect.provide(reducerLayer())))
   })
 

@@ -3,7 +3,6 @@
  * server standing in for the control plane.
  */
 import { NodeContext } from "@effect/platform-node"
-import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import {
   ConfigProvider,
@@ -19,6 +18,9 @@ import {
   TestClock,
   TestServices
 } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { ActivationPipeline, type ActivationPipelineService, SwitchFailed } from "../src/ActivationPipeline.js"
 import { AgentRuntime, type AgentRuntimeService, runUntilShutdown } from "../src/AgentRuntime.js"
 import { Reducer } from "../src/Reducer.js"
@@ -68,10 +70,14 @@ const runtime = (
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
   )
 
-const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "nixfleet-agent-" }))
-  .pipe(
-    Effect.provide(NodeContext.layer)
-  )
+/**
+ * A temporary state directory. Removed with retries: after a forced exit the abandoned
+ * fibers may still be writing their files into it (rm -r then meets ENOTEMPTY).
+ */
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "nixfleet-agent-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }))
+)
 
 describe("AgentRuntime", () => {
   it.scoped(

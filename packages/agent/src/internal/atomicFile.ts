@@ -1,36 +1,84 @@
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
+import { describeError, errnoOf } from "./describeError.js"
+
+/**
+ * A file of the agent could not be written: the path, the system's error code (ENOSPC,
+ * EROFS, EACCES, EIO, …) and what it says.
+ *
+ * @internal
+ */
+export class FileWriteError extends Data.TaggedError("FileWriteError")<{
+  readonly path: string
+  readonly code: string | null
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `cannot write ${this.path}: ${this.detail}`
+  }
+}
+
+const fileWriteError = (path: string, error: unknown): FileWriteError =>
+  error instanceof FileWriteError
+    ? error
+    : new FileWriteError({ path, code: errnoOf(error), detail: describeError(error) })
 
 /**
  * Writes a file so that readers see the old content or the new, never a mix: a temporary
  * file in the same directory, fsync, rename over the target, fsync the directory (so the
- * rename survives a power loss).
+ * rename survives a power loss). The directory is created 0700 and the file gets `mode`
+ * whatever the umask. When any step fails the temporary file is removed and the error
+ * (a `FileWriteError`) names the target and the system's error code.
  *
  * @internal
  */
 export const writeFileAtomic = async (file: string, data: string | Uint8Array, mode = 0o600): Promise<void> => {
   const dir = Path.dirname(file)
-  await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
   // Unique per call: two writers of the same file must not share a temporary file.
   const temp = Path.join(dir, `.${Path.basename(file)}.${process.pid}.${Crypto.randomBytes(6).toString("hex")}.tmp`)
-  const handle = await Fs.open(temp, "w", mode)
   try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  try {
+    await Fs.mkdir(dir, { recursive: true, mode: 0o700 })
+    const handle = await Fs.open(temp, "wx", mode)
+    try {
+      // The umask may have narrowed or (0o644 asked with umask 0) left the mode: set it.
+      await handle.chmod(mode)
+      await handle.writeFile(data)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
     await Fs.rename(temp, file)
   } catch (error) {
-    await Fs.rm(temp, { force: true })
-    throw error
+    await Fs.rm(temp, { force: true }).catch(() => undefined)
+    throw fileWriteError(file, error)
   }
-  const directory = await Fs.open(dir, "r")
   try {
-    await directory.sync()
-  } finally {
-    await directory.close()
+    const directory = await Fs.open(dir, "r")
+    try {
+      await directory.sync()
+    } finally {
+      await directory.close()
+    }
+  } catch (error) {
+    throw fileWriteError(dir, error)
   }
 }
+
+/**
+ * `writeFileAtomic` as an effect, failing with a `FileWriteError`. Uninterruptible: an
+ * abandoned promise would still rename its (older) file over a later one.
+ *
+ * @internal
+ */
+export const writeFileAtomicEffect = (
+  file: string,
+  data: string | Uint8Array,
+  mode = 0o600
+): Effect.Effect<void, FileWriteError> =>
+  Effect.uninterruptible(Effect.tryPromise({
+    try: () => writeFileAtomic(file, data, mode),
+    catch: (error) => fileWriteError(file, error)
+  }))

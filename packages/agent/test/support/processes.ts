@@ -82,15 +82,31 @@ export const spawnTsx = (
   args: ReadonlyArray<string>,
   env: Readonly<Record<string, string>>
 ): Effect.Effect<Spawned, never, Scope.Scope> =>
+  spawnNode(name, ["--import", "tsx", "--conditions=@nixfleet/source", script, ...args], env)
+
+/** `node ...args` as {@link spawnTsx} spawns it: a JavaScript program, such as the built bundle. */
+export const spawnNode = (
+  name: string,
+  args: ReadonlyArray<string>,
+  env: Readonly<Record<string, string>>
+): Effect.Effect<Spawned, never, Scope.Scope> => spawnProgram(name, process.execPath, args, env)
+
+/** Any program as {@link spawnNode} spawns node (e.g. `unshare`, which then execs node). */
+export const spawnProgram = (
+  name: string,
+  program: string,
+  args: ReadonlyArray<string>,
+  env: Readonly<Record<string, string>>
+): Effect.Effect<Spawned, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@nixfleet/source", script, ...args], {
+      const child = spawn(program, args, {
         cwd: REPO,
         env: environment(env),
         detached: true,
         stdio: ["ignore", "pipe", "pipe"]
       })
-      if (child.pid === undefined) throw new Error(`${name}: cannot spawn ${script}`)
+      if (child.pid === undefined) throw new Error(`${name}: cannot spawn ${program} ${args.join(" ")}`)
       const pid = child.pid
       const out = lineCollector()
       const err = lineCollector()
@@ -300,31 +316,46 @@ export interface AgentPaths {
 
 export const TEST_MODES = { NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1", NIXFLEET_AGENT_PROBE_TEST_MODE: "1" }
 
+/** `run` from the sources (through tsx), or from `bin`, a built JavaScript entry point such as the bundle's. */
 export const startAgent = (
   cp: ControlPlane,
   paths: AgentPaths,
-  env: Readonly<Record<string, string>>
-): Effect.Effect<Spawned, never, Scope.Scope> =>
-  spawnTsx("agent", AGENT, [
-    "run",
-    "--control-plane-url",
-    cp.url,
-    "--machine-id",
-    HOST,
-    "--trust-file",
-    cp.trustFile,
-    "--state-dir",
-    paths.stateDir,
-    "--current-system-path",
-    paths.currentSystemPath,
-    "--health-checks-file",
-    paths.healthChecksFile ?? Path.join(paths.stateDir, "..", "no-health-checks.json"),
-    "--ssh-host-key-file",
-    Path.join(paths.stateDir, "..", "no-ssh-host-key"),
-    "--log-format",
-    "json",
-    ...(paths.extraFlags ?? [])
-  ], env)
+  env: Readonly<Record<string, string>>,
+  bin?: string
+): Effect.Effect<Spawned, never, Scope.Scope> => {
+  const args = agentArgs(cp, paths)
+  return bin === undefined ? spawnTsx("agent", AGENT, args, env) : spawnNode("agent", [bin, ...args], env)
+}
+
+const agentArgs = (cp: ControlPlane, paths: AgentPaths): Array<string> => [
+  "run",
+  "--control-plane-url",
+  cp.url,
+  "--machine-id",
+  HOST,
+  "--trust-file",
+  cp.trustFile,
+  "--state-dir",
+  paths.stateDir,
+  "--current-system-path",
+  paths.currentSystemPath,
+  "--health-checks-file",
+  paths.healthChecksFile ?? Path.join(paths.stateDir, "..", "no-health-checks.json"),
+  "--ssh-host-key-file",
+  Path.join(paths.stateDir, "..", "no-ssh-host-key"),
+  "--log-format",
+  "json",
+  ...(paths.extraFlags ?? [])
+]
+
+/** The node arguments {@link startAgent} runs the agent from its sources with. */
+export const agentNodeArgs = (cp: ControlPlane, paths: AgentPaths): ReadonlyArray<string> => [
+  "--import",
+  "tsx",
+  "--conditions=@nixfleet/source",
+  AGENT,
+  ...agentArgs(cp, paths)
+]
 
 /** A state directory and a current-system link to `/nix/store/${PRIOR}`, under `dir`. */
 export const testModeHost = (dir: string): AgentPaths => {

@@ -8,28 +8,14 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { OutboxError } from "../../Outbox.js"
+import { describeError } from "../describeError.js"
 
-/**
- * The messages of an error and of its causes, outermost first: `SqlError` says "Failed to
- * execute statement" and keeps the useful part ("database or disk is full") in `cause`.
- *
- * @since 0.1.0
- */
-export const describeError = (error: unknown): string => {
-  const parts: Array<string> = []
-  let current: unknown = error
-  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
-    if (typeof current === "object" && "message" in current && typeof current.message === "string") {
-      const message = current.message.trim()
-      if (message !== "" && !parts.some((part) => part.includes(message))) parts.push(message)
-      current = "cause" in current ? current.cause : undefined
-    } else {
-      parts.push(String(current))
-      current = undefined
-    }
-  }
-  return parts.length === 0 ? "unknown error" : parts.join(": ")
-}
+export {
+  /** @since 0.1.0 */
+  describeError,
+  /** @since 0.1.0 */
+  errnoOf
+} from "../describeError.js"
 
 /**
  * @since 0.1.0

@@ -16,8 +16,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { AgentConfig } from "../../AgentConfig.js"
 import { Outbox } from "../../Outbox.js"
+import { DATABASE_FILE } from "../stateFiles.js"
 import { quarantineIfCorrupt } from "./corrupt.js"
 import { guard } from "./errors.js"
+import { makePrivate } from "./files.js"
 import { importLegacyQueue } from "./legacyImport.js"
 import * as service from "./service.js"
 import { layerDatabase } from "./sqlite.js"
@@ -27,7 +29,7 @@ import { layerDatabase } from "./sqlite.js"
  *
  * @since 0.1.0
  */
-export const DATABASE_FILE = "outbox.sqlite"
+export { DATABASE_FILE }
 
 /**
  * The outbox and its SQL client, for the outbox's own tests (pragmas, integrity). The
@@ -46,12 +48,13 @@ export const layerWithSql = Layer.unwrapEffect(
     )
     const filename = path.join(config.stateDir, DATABASE_FILE)
     yield* quarantineIfCorrupt(filename)
+    yield* makePrivate(filename).pipe(guard("open", `making ${filename} private (0600)`))
     const outbox = Layer.scoped(
       Outbox,
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         yield* importLegacyQueue(sql, config.stateDir)
-        return yield* service.make({ nonDurableCap: config.outboxNonDurableCap })
+        return yield* service.make({ nonDurableCap: config.outboxNonDurableCap, filename })
       })
     )
     return outbox.pipe(Layer.provideMerge(layerDatabase(filename)))

@@ -14,7 +14,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { OutboxEntry, OutboxService } from "../../Outbox.js"
 import { OutboxError } from "../../Outbox.js"
-import { guard } from "./errors.js"
+import { guard as guardAs } from "./errors.js"
 import * as store from "./store.js"
 
 const encodeEvent = Schema.encodeEither(AgentEvent)
@@ -47,9 +47,20 @@ const wireBody = (entry: OutboxEntry): Either.Either<string, OutboxError> =>
  */
 export const make = (options: {
   readonly nonDurableCap: number
+  /** The database file, named in every error. */
+  readonly filename?: string
 }): Effect.Effect<OutboxService, OutboxError, SqlClient.SqlClient | Scope.Scope> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    const guard = (operation: string, context?: string) =>
+      guardAs(
+        operation,
+        options.filename === undefined
+          ? context
+          : context === undefined
+          ? options.filename
+          : `${options.filename}, ${context}`
+      )
     const cap = options.nonDurableCap
     // Capacity 1, sliding: the sender only needs "something arrived since you last
     // looked", so one pending token is enough, a burst of enqueues coalesces into it, and
@@ -130,6 +141,10 @@ export const make = (options: {
       return yield* store.countPending(sql, rolloutId).pipe(guard("pendingCount"))
     })
 
+    const maxSeq = Effect.fn("Outbox.maxSeq")(function*(rolloutId: string) {
+      return yield* store.selectMaxSeq(sql, rolloutId).pipe(guard("maxSeq", `rollout ${rolloutId}`))
+    })
+
     const deadLetters = Effect.fn("Outbox.deadLetters")(function*(limit: number) {
       return yield* store.selectDeadLetters(sql, pageSize(limit)).pipe(guard("deadLetters"))
     })
@@ -156,6 +171,7 @@ export const make = (options: {
       recordFailure,
       deadLetter,
       pendingCount,
+      maxSeq,
       deadLetters,
       stats,
       awaitEnqueued: Queue.take(enqueued)
