@@ -89,6 +89,9 @@ let
   # package.json's allowScripts), as on a developer's `npm install`.
   rebuild = lib.attrNames (lib.filterAttrs (_: allowed: allowed) (packageJson.allowScripts or { }));
 
+  # The node flags and environment of the bin script's shebang (nix/node-flags.nix).
+  nodeSettings = import ./node-flags.nix { inherit lib; };
+
   npmConfigHook = makeSetupHook {
     name = "nixfleet-npm-offline-install";
     substitutions = {
@@ -120,12 +123,16 @@ buildNpmPackage {
   # (nodejs.python), and a C++ compiler (stdenv's). On darwin gyp also calls xcrun.
   nativeBuildInputs = [ makeWrapper ] ++ lib.optionals stdenv.hostPlatform.isDarwin [ xcbuild ];
 
-  # `npm run build` (tsc -b tsconfig.build.json) is buildNpmPackage's default build.
+  # `npm run build` (tsc -b, then the command line's bundle: scripts/bundle.ts) is
+  # buildNpmPackage's default build.
 
   installPhase = ''
     runHook preInstall
 
     npm prune --omit=dev --no-save
+    # The dev control plane is a development dependency (only `dev` loads it), but prune
+    # keeps workspace links: it is not part of the package.
+    rm -f node_modules/@nixfleet/dev-control-plane
     # prune leaves the empty scope directories of what it removed.
     find node_modules -mindepth 1 -maxdepth 2 -type d -empty -delete
 
@@ -136,6 +143,7 @@ buildNpmPackage {
     # copied as they are, they resolve inside $dest.
     cp -r node_modules $dest/
     for dir in packages/*; do
+      if [ $dir = packages/dev-control-plane ]; then continue; fi
       mkdir -p $dest/$dir
       cp $dir/package.json $dest/$dir/
       for part in dist bin node_modules; do
@@ -159,6 +167,12 @@ buildNpmPackage {
     done
 
     makeWrapper ${lib.getExe nodejs} $out/bin/nixfleet-agent \
+      ${
+        lib.concatStringsSep " " (
+          lib.mapAttrsToList (name: value: "--set-default ${name} ${lib.escapeShellArg value}") nodeSettings.env
+        )
+      } \
+      --add-flags ${lib.escapeShellArg (lib.concatStringsSep " " nodeSettings.flags)} \
       --add-flags $dest/packages/agent/bin/nixfleet-agent.js
 
     runHook postInstall
@@ -169,6 +183,11 @@ buildNpmPackage {
     runHook preInstallCheck
     $out/bin/nixfleet-agent --version
     $out/bin/nixfleet-agent run --help > /dev/null
+    # Without the dev control plane, `dev` says so and exits 69.
+    status=0
+    $out/bin/nixfleet-agent dev 2> dev.err || status=$?
+    [ $status = 69 ]
+    grep -q @nixfleet/dev-control-plane dev.err
     # The native modules load with the node that runs them (ABI checked at load).
     (cd $out/lib/nixfleet-agent/packages/agent && ${lib.getExe nodejs} -e '
       require("better-sqlite3")(":memory:").close()

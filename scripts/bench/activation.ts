@@ -57,8 +57,8 @@ const cliFlags = (sandbox: NixSandbox) => [
 const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6
 
 const bench = Effect.gen(function*() {
-  if (!Fs.existsSync(Path.join(REPO, "packages/agent/dist/bin.js"))) {
-    return yield* Effect.dieMessage("run `npm run build` first: the CLI is measured from its built output")
+  if (!Fs.existsSync(Path.join(REPO, "packages/agent/dist/bundle/nixfleet-agent.mjs"))) {
+    return yield* Effect.dieMessage("run `npm run build` first: the CLI is measured as installed, from the bundle")
   }
   const sandbox = yield* makeSandbox
   Object.assign(process.env, sandbox.env)

@@ -1,20 +1,22 @@
 /**
- * Figures of the agent daemon as it runs on a host: the built CLI (`node
- * packages/agent/bin/nixfleet-agent.js run`, no tsx in between) against the dev control
- * plane in a separate process, in activation and probe test mode. Each of the runs starts
- * a fresh agent (its own host name and state directory) and measures:
+ * Figures of the agent daemon as it runs on a host: the command line as installed
+ * (`packages/agent/bin/nixfleet-agent.js run`, executed through its shebang, with its node
+ * flags, on the bundle; no tsx in between) against the dev control plane in a separate
+ * process, in activation and probe test mode. Each of the runs starts a fresh agent (its
+ * own host name and state directory) and measures:
  *
  * 1. spawn → its `boot recovery done` log line (wall time seen from here; the line's own
- *    `ms` annotation, the boot heartbeat alone, is reported next to it);
+ *    `ms` annotation, the boot heartbeat alone, is reported next to it), next to spawn →
+ *    exit of `node -e 0` (aim: within 500 ms);
  * 2. publish → the control plane holding the host's `DispatchAck` (the dispatch is
  *    queued by the publish; `/v1/operator/events` polled every 10 ms, so +0–10 ms);
  * 3. the agent's resident set (`VmRSS` of its node process) after the rollout converged
- *    and 10 s of idling.
+ *    and 10 s of idling (aim: within 80 MiB), next to a node process idling on a timer.
  *
  *   npm run build && npm run bench -- agent-figures
  */
 import { Effect, Schema, type Scope } from "effect"
-import { spawn } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -25,7 +27,7 @@ const RUNS = 5
 const IDLE_MS = 10_000
 const REPO = Path.resolve(import.meta.dirname, "../..")
 const CLI = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
-const BUILT = Path.join(REPO, "packages/agent/dist/bin.js")
+const BUNDLE = Path.join(REPO, "packages/agent/dist/bundle/nixfleet-agent.mjs")
 const TSX = Path.join(REPO, "node_modules/.bin/tsx")
 const CONTROL_PLANE = Path.join(REPO, "packages/dev-control-plane/src/main.ts")
 /** Valid store basenames; nothing is realised in test mode. */
@@ -224,39 +226,67 @@ interface RunFigures {
   readonly publishToAckMs: number
   readonly idleRssKiB: number
   readonly stopExit: string
+  /** The baselines, measured in the same run: spawn → exit of `node -e 0`, and an idle node's RSS. */
+  readonly nodeExitMs: number
+  readonly nodeIdleRssKiB: number
 }
+
+/**
+ * How the agent is started: `installed`, the bin script executed through its shebang (its
+ * node flags and environment); `plain`, `node <bin script>`, without them.
+ */
+export type Launch = "installed" | "plain"
+
+const launch = (how: Launch, args: ReadonlyArray<string>): readonly [string, ReadonlyArray<string>] =>
+  how === "installed" ? [CLI, args] : [process.execPath, [CLI, ...args]]
+
+/** Spawn → exit of `node -e 0`, in milliseconds. */
+const nodeExitMs = (): number => {
+  const start = performance.now()
+  spawnSync(process.execPath, ["-e", "0"], { stdio: "ignore" })
+  return performance.now() - start
+}
+
+/** The RSS of a node process idling on a timer, after 2 s. */
+const nodeIdleRssKiB = Effect.scoped(Effect.gen(function*() {
+  const { child } = yield* start(process.execPath, ["-e", "setInterval(() => {}, 1000)"])
+  yield* Effect.sleep("2 seconds")
+  return vmRssKiB(child.pid)
+}))
 
 const isBootLine = (text: string) => text.includes("boot recovery done")
 
-const run = (cp: { readonly url: string; readonly trustFile: string }, root: string, index: number) =>
+const run = (cp: { readonly url: string; readonly trustFile: string }, root: string, index: number, how: Launch) =>
   Effect.scoped(Effect.gen(function*() {
-    const hostname = `bench-${index + 1}`
+    const hostname = `bench-${how}-${index + 1}`
     const dir = Path.join(root, hostname)
     const stateDir = Path.join(dir, "state")
     Fs.mkdirSync(stateDir, { recursive: true })
     const currentSystem = Path.join(dir, "current-system")
     Fs.symlinkSync(`/nix/store/${RUNNING}`, currentSystem)
 
-    const { child: agent, spawnedAt } = yield* start(process.execPath, [
-      CLI,
-      "run",
-      "--control-plane-url",
-      cp.url,
-      "--machine-id",
-      hostname,
-      "--trust-file",
-      cp.trustFile,
-      "--state-dir",
-      stateDir,
-      "--current-system-path",
-      currentSystem,
-      "--health-checks-file",
-      Path.join(dir, "no-health-checks.json"),
-      "--ssh-host-key-file",
-      Path.join(dir, "no-ssh-host-key"),
-      "--log-format",
-      "json"
-    ], { NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1", NIXFLEET_AGENT_PROBE_TEST_MODE: "1" })
+    const { child: agent, spawnedAt } = yield* start(
+      ...launch(how, [
+        "run",
+        "--control-plane-url",
+        cp.url,
+        "--machine-id",
+        hostname,
+        "--trust-file",
+        cp.trustFile,
+        "--state-dir",
+        stateDir,
+        "--current-system-path",
+        currentSystem,
+        "--health-checks-file",
+        Path.join(dir, "no-health-checks.json"),
+        "--ssh-host-key-file",
+        Path.join(dir, "no-ssh-host-key"),
+        "--log-format",
+        "json"
+      ]),
+      { NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1", NIXFLEET_AGENT_PROBE_TEST_MODE: "1" }
+    )
 
     // (1) spawn → `boot recovery done`.
     const bootLine = yield* waitFor(
@@ -315,60 +345,93 @@ const run = (cp: { readonly url: string; readonly trustFile: string }, root: str
       bootAnnotatedMs,
       publishToAckMs: ackedAt - publishedAt,
       idleRssKiB,
-      stopExit: stopped && exit !== undefined ? String(exit.code ?? exit.signal) : "still running after 30 s"
+      stopExit: stopped && exit !== undefined ? String(exit.code ?? exit.signal) : "still running after 30 s",
+      nodeExitMs: nodeExitMs(),
+      nodeIdleRssKiB: yield* nodeIdleRssKiB
     }
     return figures
   }))
 
-const bench = Effect.gen(function*() {
-  if (!Fs.existsSync(BUILT)) {
-    return yield* Effect.dieMessage(
-      `agent-figures: ${Path.relative(REPO, BUILT)} is missing; run \`npm run build\` first (the CLI is measured ` +
-        "from its built output)"
+/** The medians of RUNS fresh agents started `how`. */
+export interface AgentFigures {
+  readonly launch: Launch
+  readonly runs: ReadonlyArray<RunFigures>
+  readonly spawnToBootMs: number
+  readonly bootAnnotatedMs: number | null
+  readonly publishToAckMs: number
+  readonly idleRssKiB: number
+  readonly nodeExitMs: number
+  readonly nodeIdleRssKiB: number
+}
+
+/** RUNS fresh agents started `how` against one dev control plane. */
+export const agentFigures = (how: Launch): Effect.Effect<AgentFigures> =>
+  Effect.scoped(Effect.gen(function*() {
+    if (!Fs.existsSync(BUNDLE)) {
+      return yield* Effect.dieMessage(
+        `agent-figures: ${Path.relative(REPO, BUNDLE)} is missing; run \`npm run build\` first (the command ` +
+          "line is measured as installed, from the bundle)"
+      )
+    }
+    const root = yield* Effect.acquireRelease(
+      Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "nixfleet-agent-figures-"))),
+      (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
     )
-  }
-  const root = yield* Effect.acquireRelease(
-    Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "nixfleet-agent-figures-"))),
-    (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-  )
-  const cp = yield* startControlPlane(Path.join(root, "cp"))
-  // The control plane answers agents only once something was published.
-  yield* publish(cp.url, "bench-ready")
+    const cp = yield* startControlPlane(Path.join(root, "cp"))
+    // The control plane answers agents only once something was published.
+    yield* publish(cp.url, "bench-ready")
 
-  const runs: Array<RunFigures> = []
-  for (let i = 0; i < RUNS; i++) runs.push(yield* run(cp, root, i))
+    const runs: Array<RunFigures> = []
+    for (let i = 0; i < RUNS; i++) runs.push(yield* run(cp, root, i, how))
+    const annotated = runs.flatMap((r) => (r.bootAnnotatedMs === null ? [] : [r.bootAnnotatedMs]))
+    return {
+      launch: how,
+      runs,
+      spawnToBootMs: median(runs.map((r) => r.spawnToBootMs)),
+      bootAnnotatedMs: annotated.length === 0 ? null : median(annotated),
+      publishToAckMs: median(runs.map((r) => r.publishToAckMs)),
+      idleRssKiB: median(runs.map((r) => r.idleRssKiB)),
+      nodeExitMs: median(runs.map((r) => r.nodeExitMs)),
+      nodeIdleRssKiB: median(runs.map((r) => r.nodeIdleRssKiB))
+    }
+  }))
 
-  const spawnToBoot = median(runs.map((r) => r.spawnToBootMs))
-  const annotated = runs.flatMap((r) => (r.bootAnnotatedMs === null ? [] : [r.bootAnnotatedMs]))
-  const bootAnnotated = annotated.length === 0 ? null : median(annotated)
-  const publishToAck = median(runs.map((r) => r.publishToAckMs))
-  const rssKiB = median(runs.map((r) => r.idleRssKiB))
-  const range = (values: ReadonlyArray<number>, digits: number) =>
-    `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`
+export const range = (values: ReadonlyArray<number>, digits: number) =>
+  `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`
+
+const bench = Effect.gen(function*() {
+  const figures = yield* agentFigures("installed")
+  const { runs } = figures
   const stopExits = runs.map((r) => r.stopExit)
   process.stdout.write([
-    `agent-figures: medians of ${RUNS} fresh agents (built CLI, test mode) against the dev control plane process`,
-    `  spawn → "boot recovery done":       ${spawnToBoot.toFixed(0)} ms (range ${
+    `agent-figures: medians of ${RUNS} fresh agents (installed command line, test mode) against the dev control plane process`,
+    `  spawn → "boot recovery done":       ${figures.spawnToBootMs.toFixed(0)} ms (range ${
       range(runs.map((r) => r.spawnToBootMs), 0)
-    }; boot heartbeat itself: ${bootAnnotated === null ? "n/a" : `${bootAnnotated.toFixed(0)} ms`})`,
-    `  publish → DispatchAck recorded:     ${publishToAck.toFixed(0)} ms (range ${
+    }; boot heartbeat itself: ${
+      figures.bootAnnotatedMs === null ? "n/a" : `${figures.bootAnnotatedMs.toFixed(0)} ms`
+    }; aim: <= 500 ms)`,
+    `    baseline, spawn → exit of node -e 0: ${figures.nodeExitMs.toFixed(0)} ms`,
+    `  publish → DispatchAck recorded:     ${figures.publishToAckMs.toFixed(0)} ms (range ${
       range(runs.map((r) => r.publishToAckMs), 0)
     }; polled every 10 ms)`,
-    `  idle RSS after converging + ${IDLE_MS / 1000} s: ${(rssKiB / 1024).toFixed(1)} MiB (range ${
+    `  idle RSS after converging + ${IDLE_MS / 1000} s: ${(figures.idleRssKiB / 1024).toFixed(1)} MiB (range ${
       range(runs.map((r) => r.idleRssKiB / 1024), 1)
-    } MiB)`,
+    } MiB; aim: <= 80 MiB)`,
+    `    baseline, node idling on a timer:   ${(figures.nodeIdleRssKiB / 1024).toFixed(1)} MiB`,
     `  exit status on SIGTERM:             ${stopExits.join(", ")}`,
     JSON.stringify({
       bench: "agent-figures",
       runs: RUNS,
-      spawnToBootRecoveryMs: spawnToBoot,
-      bootRecoveryAnnotatedMs: bootAnnotated,
-      publishToDispatchAckMs: publishToAck,
-      idleRssBytes: rssKiB * 1024,
+      spawnToBootRecoveryMs: figures.spawnToBootMs,
+      bootRecoveryAnnotatedMs: figures.bootAnnotatedMs,
+      nodeExitMs: figures.nodeExitMs,
+      publishToDispatchAckMs: figures.publishToAckMs,
+      idleRssBytes: figures.idleRssKiB * 1024,
+      nodeIdleRssBytes: figures.nodeIdleRssKiB * 1024,
       stopExitStatuses: stopExits
     }),
     ""
   ].join("\n"))
 })
 
-export const benchAgentFigures = (): Promise<void> => Effect.runPromise(Effect.scoped(bench))
+export const benchAgentFigures = (): Promise<void> => Effect.runPromise(bench)

@@ -22,7 +22,8 @@ import {
   Reducer,
   ReducerInput,
   RuntimeChannels,
-  Shutdown
+  Shutdown,
+  StatusBoard
 } from "@nixfleet/agent"
 import { AgentEvent, FleetResolved, type RolloutManifest } from "@nixfleet/proto"
 import Database from "better-sqlite3"
@@ -216,7 +217,7 @@ export const benchOutboxDrain = async (): Promise<void> => {
     Layer.provide(ControlPlaneClient.layer),
     Layer.provide(ControlPlaneTransport.layer),
     Layer.provideMerge(Outbox.layer),
-    Layer.provide(Shutdown.layer),
+    Layer.provide(Layer.merge(Shutdown.layer, StatusBoard.layer)),
     Layer.provide(Layer.merge(config(dir, url), NodeContext.layer))
   )
   const start = performance.now()

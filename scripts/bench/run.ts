@@ -4,7 +4,9 @@
  */
 import { benchActivation } from "./activation.js"
 import { benchAgentFigures } from "./agent-figures.js"
+import { benchNodeFlags } from "./node-flags.js"
 import { benchOutboxDrain, benchOutboxEnqueue } from "./outbox.js"
+import { benchStartup } from "./startup.js"
 import { benchStateMachine } from "./state-machine.js"
 import { benchSystemd } from "./systemd.js"
 
@@ -14,6 +16,8 @@ const benches: Record<string, () => void | Promise<void>> = {
   "outbox-drain": benchOutboxDrain,
   activation: benchActivation,
   "agent-figures": benchAgentFigures,
+  startup: benchStartup,
+  "node-flags": benchNodeFlags,
   systemd: benchSystemd
 }
 

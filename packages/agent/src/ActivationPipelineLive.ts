@@ -160,7 +160,10 @@ export const make = Effect.gen(function*() {
               }; ${config.currentSystemPath} is ${outcome.lastObserved}`
             })
         }
-      }).pipe(Effect.ensuring(dropRoot))
+      }).pipe(
+        // On success the root is already gone: dropped once the profile held the closure.
+        Effect.onError(() => dropRoot)
+      )
     }).pipe(
       Effect.catchAllDefect((defect) => Effect.fail(new PipelineError({ phase: "activate", detail: String(defect) }))),
       Effect.provide(context),

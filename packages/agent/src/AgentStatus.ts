@@ -16,10 +16,11 @@ import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
-import { writeFileAtomic } from "./internal/atomicFile.js"
+import { writeFileAtomicEffect } from "./internal/atomicFile.js"
 import { currentClosure } from "./internal/currentClosure.js"
+import { describeError } from "./internal/describeError.js"
+import { statusFile } from "./internal/stateFiles.js"
 import { Outbox } from "./Outbox.js"
 import { Reducer } from "./Reducer.js"
 import { Shutdown } from "./Shutdown.js"
@@ -42,7 +43,7 @@ import { VERSION } from "./version.js"
  *
  * @since 0.1.0
  */
-export const statusFile = (stateDir: string) => Path.join(stateDir, "status.json")
+export { statusFile }
 
 /** The file is rewritten at most this often, and only when the report changed. */
 const PERSIST_INTERVAL = "5 seconds"
@@ -77,6 +78,12 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
       const config = yield* AgentConfig
       const shutdown = yield* Shutdown
       const fs = yield* FileSystem.FileSystem
+      // Once per start, here where status keeps them: the agent runs on with the defaults.
+      for (const warning of config.settingWarnings) {
+        yield* Effect.logError(`setting ignored: ${warning.message}`).pipe(
+          Effect.annotateLogs({ setting: warning.setting, value: warning.value })
+        )
+      }
 
       const outboxSummary: Effect.Effect<OutboxSummary | null> = Effect.all([
         outbox.stats,
@@ -102,6 +109,9 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
         Effect.gen(function*() {
           const rollouts = summaries(yield* SubscriptionRef.get(reducer.records))
           const problems = yield* Ref.get(board.problems)
+          const deliveryBlocked = yield* Ref.get(board.deliveryBlocked)
+          const held = yield* Ref.get(reducer.diskBacklog)
+          const fleetRefused = yield* Ref.get(board.fleetRefused)
           return {
             source: "live",
             agent: {
@@ -122,6 +132,17 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
             ),
             rollouts,
             outbox: yield* outboxSummary,
+            ...(deliveryBlocked === null ? {} : { deliveryBlocked }),
+            ...(held.since === null ? {} : {
+              waitingForDisk: {
+                events: held.events,
+                activations: held.activations,
+                since: held.since,
+                error: held.error ?? ""
+              }
+            }),
+            ...(fleetRefused === null ? {} : { fleetRefused }),
+            ...(config.settingWarnings.length === 0 ? {} : { settingWarnings: config.settingWarnings }),
             lastError: problems.lastError,
             lastWarning: problems.lastWarning
           } satisfies StatusReport
@@ -143,15 +164,11 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
             agent: { ...current.agent, reportedAt: new Date(0) }
           })
           if (comparable === (yield* Ref.get(written))) return
-          // Uninterruptible: interrupting a promise does not stop it, and an abandoned write
-          // could still rename its file over a later one.
-          yield* Effect.uninterruptible(
-            Effect.tryPromise(() => writeFileAtomic(statusFile(config.stateDir), `${text}\n`, 0o600))
-          )
+          yield* writeFileAtomicEffect(statusFile(config.stateDir), `${text}\n`, 0o600)
           yield* Ref.set(written, comparable)
         }).pipe(
           Effect.catchAll((error) =>
-            Effect.logWarning("cannot write the status file").pipe(Effect.annotateLogs("error", String(error)))
+            Effect.logWarning("cannot write the status file").pipe(Effect.annotateLogs("error", describeError(error)))
           )
         )
 

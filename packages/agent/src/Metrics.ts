@@ -13,12 +13,13 @@ import { HostStates } from "@nixfleet/state-machine"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs/promises"
 import { AgentConfig } from "./AgentConfig.js"
 import { Outbox } from "./Outbox.js"
-import { Reducer } from "./Reducer.js"
+import { Reducer, waitingForDisk } from "./Reducer.js"
 import { VERSION } from "./version.js"
 
 /**
@@ -53,6 +54,36 @@ export const probeResults = Metric.counter("nixfleet_agent_probe_results_total",
   description: "Health probe runs, by probe, mode and status",
   incremental: true
 })
+
+/**
+ * 1 while the control plane refuses the agent's events for its identity, labelled with the
+ * refusal's `status` (401, 403, 426); 0 otherwise. Set by the outbound sender when the state
+ * changes (every status starts at 0), so an alert needs no log query.
+ *
+ * @since 0.1.0
+ */
+export const deliveryBlocked = Metric.gauge("nixfleet_agent_outbox_delivery_blocked", {
+  description: "1 while the control plane refuses this agent's events (401, 403, 426), by status; 0 otherwise"
+})
+
+/**
+ * The statuses that block delivery rather than condemn an event.
+ *
+ * @since 0.1.0
+ */
+export const BLOCKING_STATUSES: ReadonlyArray<number> = [401, 403, 426]
+
+/**
+ * Sets the gauge: 1 for `status` (when blocked), 0 for the others.
+ *
+ * @since 0.1.0
+ */
+export const setDeliveryBlocked = (status: number | null): Effect.Effect<void> =>
+  Effect.forEach(
+    BLOCKING_STATUSES,
+    (each) => Metric.set(Metric.tagged(deliveryBlocked, "status", String(each)), each === status ? 1 : 0),
+    { discard: true }
+  )
 
 const outboxPending = Metric.gauge("nixfleet_agent_outbox_pending", {
   description: "Events in the outbox waiting for the control plane"
@@ -98,6 +129,8 @@ export const sampleGauges: Effect.Effect<void, never, Outbox | Reducer | AgentCo
     yield* Metric.set(outboxPending, stats.value.pending)
     yield* Metric.set(outboxDeadLetters, stats.value.deadLetters)
   }
+  const held = yield* Ref.get(reducer.diskBacklog)
+  yield* Metric.set(waitingForDisk, held.events + held.activations)
   const records = yield* SubscriptionRef.get(reducer.records)
   for (const state of HostStates) {
     let n = 0

@@ -11,10 +11,8 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Config from "effect/Config"
-import * as ConfigError from "effect/ConfigError"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -25,7 +23,8 @@ import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as Path from "node:path"
 import type { AgentConfig } from "./AgentConfig.js"
-import { writeFileAtomic } from "./internal/atomicFile.js"
+import { writeFileAtomicEffect } from "./internal/atomicFile.js"
+import { parseListen } from "./internal/listen.js"
 import { CONTENT_TYPE, render } from "./internal/prometheus.js"
 import { sampleGauges } from "./Metrics.js"
 import type { Outbox } from "./Outbox.js"
@@ -44,13 +43,7 @@ export class MetricsExporterError extends Data.TaggedError("MetricsExporterError
  *
  * @since 0.1.0
  */
-export const parseListen = (value: string): { readonly host: string; readonly port: number } | undefined => {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(value.trim())
-  if (match === null) return undefined
-  const port = Number(match[3])
-  if (port < 1 || port > 65535) return undefined
-  return { host: match[1] ?? match[2] ?? "127.0.0.1", port }
-}
+export { parseListen }
 
 /**
  * The metrics settings, read from the current `ConfigProvider`.
@@ -58,15 +51,9 @@ export const parseListen = (value: string): { readonly host: string; readonly po
  * @since 0.1.0
  */
 export const metricsConfig = Config.all({
-  listen: Config.option(
-    Config.string("NIXFLEET_AGENT_METRICS_LISTEN").pipe(
-      Config.mapOrFail((value) => {
-        const parsed = parseListen(value)
-        return parsed === undefined
-          ? Either.left(ConfigError.InvalidData([], `${JSON.stringify(value)} is not [host:]port`))
-          : Either.right(parsed)
-      })
-    )
+  // An unusable value leaves the endpoint off, never stops the agent: AgentConfig's settingWarnings reports it.
+  listen: Config.option(Config.string("NIXFLEET_AGENT_METRICS_LISTEN")).pipe(
+    Config.map(Option.flatMapNullable(parseListen))
   ),
   textfile: Config.option(Config.nonEmptyString("NIXFLEET_AGENT_METRICS_TEXTFILE"))
 })
@@ -136,11 +123,11 @@ const textfile = (file: string, context: Effect.Effect<string>) =>
     // still rename its (older) file over the last one.
     const write = Effect.flatMap(
       context,
-      (text) => Effect.uninterruptible(Effect.tryPromise(() => writeFileAtomic(file, text, 0o644)))
+      (text) => writeFileAtomicEffect(file, text, 0o644)
     ).pipe(
       Effect.catchAll((error) =>
         Effect.logWarning("cannot write the metrics textfile").pipe(
-          Effect.annotateLogs({ file, error: String(error) })
+          Effect.annotateLogs({ file, error: error.message })
         )
       )
     )
@@ -159,7 +146,12 @@ export const MetricsExporter: Layer.Layer<never, MetricsExporterError, Outbox | 
       )
       const context = yield* Effect.context<Outbox | Reducer | AgentConfig>()
       const current = Effect.provide(exposition, context)
-      if (Option.isSome(settings.listen)) yield* serve(settings.listen.value, current)
-      if (Option.isSome(settings.textfile)) yield* textfile(settings.textfile.value, current)
+      // An output that cannot be had (a port taken, a directory not writable) is one ERROR
+      // line, kept as status's last error, never a stopped agent: the unit would restart for
+      // ever over an optional output.
+      const optional = <R>(output: Effect.Effect<void, MetricsExporterError, R>) =>
+        Effect.catchAll(output, (error) => Effect.logError(`${error.message}; the agent runs without it`))
+      if (Option.isSome(settings.listen)) yield* optional(serve(settings.listen.value, current))
+      if (Option.isSome(settings.textfile)) yield* optional(textfile(settings.textfile.value, current))
     })
   )

@@ -1,6 +1,6 @@
 /**
- * What the agent knows about itself beyond its rollouts: where it is in its lifecycle and
- * the last error and warning it logged. It has no dependencies, so it is built before the
+ * What the agent knows about itself beyond its rollouts: where it is in its lifecycle,
+ * the last error and warning it logged, and whether delivery is blocked. It has no dependencies, so it is built before the
  * reducer and its logger sees every fiber of the runtime.
  *
  * @since 0.1.0
@@ -14,7 +14,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import type { Lifecycle, LoggedProblem } from "./StatusReport.js"
+import type { DeliveryBlocked, FleetRefused, Lifecycle, LoggedProblem } from "./StatusReport.js"
 
 /**
  * @since 0.1.0
@@ -32,6 +32,10 @@ export interface StatusBoardService {
   readonly lifecycle: SubscriptionRef.SubscriptionRef<Lifecycle>
   /** A plain `Ref`: the logger updates it synchronously, from whichever fiber logs. */
   readonly problems: Ref.Ref<Problems>
+  /** Set by the outbound sender while the control plane refuses this agent's events (401, 403, 426). */
+  readonly deliveryBlocked: Ref.Ref<DeliveryBlocked | null>
+  /** Set by the manifest poll while the last fleet.resolved fetched was refused. */
+  readonly fleetRefused: Ref.Ref<FleetRefused | null>
 }
 
 /** A problem's detail (its annotations on one line) is cut here: the report stays short. */
@@ -75,7 +79,9 @@ export class StatusBoard extends Context.Tag("@nixfleet/agent/StatusBoard")<Stat
       return {
         startedAt,
         lifecycle: yield* SubscriptionRef.make<Lifecycle>("starting"),
-        problems: yield* Ref.make<Problems>({ lastError: null, lastWarning: null })
+        problems: yield* Ref.make<Problems>({ lastError: null, lastWarning: null }),
+        deliveryBlocked: yield* Ref.make<DeliveryBlocked | null>(null),
+        fleetRefused: yield* Ref.make<FleetRefused | null>(null)
       }
     })
   )

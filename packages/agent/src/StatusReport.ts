@@ -114,6 +114,104 @@ export const summariseOutbox = (
 })
 
 /**
+ * What the reducer holds in memory because the state directory refuses writes (full,
+ * read-only, failing): events not yet in the outbox, and the activations behind them.
+ *
+ * @since 0.1.0
+ */
+export const WaitingForDisk = Schema.Struct({
+  events: Schema.Int,
+  activations: Schema.Int,
+  since: Schema.Date,
+  /** The latest refusal: the system's error code and what it said. */
+  error: Schema.String
+})
+
+/**
+ * Why the outbound sender holds the outbox: the control plane refuses this agent itself
+ * (401: no or revoked certificate; 403: the machine id is not the certificate's; 426: the
+ * protocol version), not the event. Every event waits, in order, until that is fixed.
+ *
+ * @since 0.1.0
+ */
+export const DeliveryBlocked = Schema.Struct({
+  /** 401, 403 or 426. */
+  status: Schema.Int,
+  /** The events endpoint that refused. */
+  url: Schema.String,
+  /** The first refusal of this kind. */
+  since: Schema.Date,
+  /** The latest refusal's body (its reason), when it sent one. */
+  reason: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ */
+export type DeliveryBlocked = typeof DeliveryBlocked.Type
+
+/**
+ * The one line the journal, `status` and the gauge agree on.
+ *
+ * @since 0.1.0
+ */
+export const describeDeliveryBlocked = (blocked: DeliveryBlocked): string =>
+  `delivery blocked: ${blocked.status} from ${blocked.url}`
+
+/**
+ * The last `fleet.resolved` the agent refused (its signature, its schema, an older one than
+ * accepted, …), while no fleet was accepted since. The rollout policies come from the fleet:
+ * without one accepted earlier in this run, every dispatch is held until one is.
+ *
+ * @since 0.1.0
+ */
+export const FleetRefused = Schema.Struct({
+  /** The first refusal of this kind. */
+  since: Schema.Date,
+  /** `verify`, `schema`, `downgrade`, `trust-file`, … (the metric's label). */
+  reason: Schema.String,
+  /** The field and why (`$.hosts.web-01: missing field …`, `BadSignature: …`). */
+  detail: Schema.String,
+  /** Whether rollout policies are still those of a fleet accepted before: else dispatches are held. */
+  policyCached: Schema.Boolean
+})
+
+/**
+ * @since 0.1.0
+ */
+export type FleetRefused = typeof FleetRefused.Type
+
+/**
+ * The one line the journal and `status` agree on.
+ *
+ * @since 0.1.0
+ */
+export const describeFleetRefused = (refused: FleetRefused): string =>
+  `fleet.resolved refused (${refused.reason}): ${refused.detail}; ` +
+  (refused.policyCached
+    ? "the rollout policies stay those of the fleet accepted before"
+    : "no rollout policy: every dispatch is held until a fleet.resolved is accepted")
+
+/**
+ * A setting given a value the agent cannot use: it runs with the default instead.
+ *
+ * @since 0.1.0
+ */
+export const SettingWarning = Schema.Struct({
+  /** The flag and its environment variable, e.g. `--renewal-threshold-fraction (NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION)`. */
+  setting: Schema.String,
+  /** The value given (cut at 200 characters). */
+  value: Schema.String,
+  /** Why it cannot be used and what the agent does instead. */
+  message: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ */
+export type SettingWarning = typeof SettingWarning.Type
+
+/**
  * `starting` until boot recovery is done, `running`, `stopping` once a shutdown was asked
  * for, `stopped` in the last report of a clean stop.
  *
@@ -152,6 +250,14 @@ export const StatusReport = Schema.Struct({
   rollouts: Schema.Array(RolloutSummary),
   /** Null when there is no outbox in the state directory. */
   outbox: Schema.NullOr(OutboxSummary),
+  /** Present while writes wait for the state directory (absent in older reports). */
+  waitingForDisk: Schema.optional(WaitingForDisk),
+  /** Present while the control plane refuses the agent's events for its identity (absent in older reports). */
+  deliveryBlocked: Schema.optional(DeliveryBlocked),
+  /** Present while the last fleet.resolved fetched was refused (absent in older reports). */
+  fleetRefused: Schema.optional(FleetRefused),
+  /** Settings whose value was replaced by the default (absent when none, and in older reports). */
+  settingWarnings: Schema.optional(Schema.Array(SettingWarning)),
   lastError: Schema.NullOr(LoggedProblem),
   lastWarning: Schema.NullOr(LoggedProblem)
 })

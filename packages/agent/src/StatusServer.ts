@@ -18,15 +18,15 @@ import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as Net from "node:net"
-import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
 import { AgentStatus } from "./AgentStatus.js"
+import { statusSocket } from "./internal/stateFiles.js"
 import { StatusReportJson } from "./StatusReport.js"
 
 /**
  * @since 0.1.0
  */
-export const statusSocket = (stateDir: string) => Path.join(stateDir, "agent.sock")
+export { statusSocket }
 
 /** `sun_path` holds 108 bytes with its terminating NUL. */
 const MAX_SOCKET_PATH = 107

@@ -14,6 +14,8 @@ import { VERSION } from "../version.js"
 import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
 import { devCommand } from "./DevCommand.js"
 import { ExitStatus } from "./ExitStatus.js"
+import { exportQueueCommand } from "./ExportQueueCommand.js"
+import { withEnvironmentLogLevel } from "./Logging.js"
 import { activateCommand, rollbackCommand } from "./PipelineCommands.js"
 import { runCommand } from "./RunCommand.js"
 import { statusCommand } from "./StatusCommand.js"
@@ -25,7 +27,7 @@ export const rootCommand = Command.make("nixfleet-agent").pipe(
   Command.withDescription(
     "the nixfleet host agent; run's flags without a subcommand run the daemon, as the reference agent's command line does"
   ),
-  Command.withSubcommands([runCommand, activateCommand, rollbackCommand, statusCommand, devCommand])
+  Command.withSubcommands([runCommand, activateCommand, rollbackCommand, statusCommand, devCommand, exportQueueCommand])
 )
 
 /** @effect/cli's own flags of the root command: `nixfleet-agent --help` still lists the subcommands. */
@@ -98,6 +100,8 @@ export const runCli = (argv: ReadonlyArray<string>): Effect.Effect<number> =>
     }
     const exit = yield* cliWith(current)(yield* withDefaultCommand(argv)).pipe(
       Effect.provideService(ExitStatus, status),
+      // Outermost: `--log-level` and a command's own level, set inside, override RUST_LOG.
+      withEnvironmentLogLevel,
       Effect.provide(NodeContext.layer),
       Effect.withConsole(capturing),
       Effect.exit

@@ -1,14 +1,16 @@
 /**
  * `nixfleet-agent dev` (what `npm start` runs): the dev control plane and an agent in one
  * process, on a sandbox, running a good and a bad rollout. The implementation is loaded
- * only when the command runs, so `run`, `activate` and `rollback` never load the dev
- * control plane.
+ * only when the command runs, so no other command loads the dev control plane; and
+ * `@nixfleet/dev-control-plane` is a development dependency, absent from the production
+ * package, where `dev` says so in one line and exits 69.
  *
  * @since 0.1.0
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as Console from "effect/Console"
+import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -20,6 +22,39 @@ import * as Ref from "effect/Ref"
 import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { loggerLayer } from "./Logging.js"
+
+/**
+ * `dev` where `@nixfleet/dev-control-plane` is not installed (EX_UNAVAILABLE).
+ *
+ * @since 0.1.0
+ */
+export const EXIT_UNAVAILABLE = 69
+
+const DEV_CONTROL_PLANE = "@nixfleet/dev-control-plane"
+
+/** The dev control plane package is not installed (the production package has no dev dependencies). */
+class DevControlPlaneMissing extends Data.TaggedError("DevControlPlaneMissing")<{ readonly detail: string }> {
+  override get message(): string {
+    return `dev needs the ${DEV_CONTROL_PLANE} package, a development dependency that is not installed here ` +
+      `(${this.detail}); run it from a checkout of the repository (npm start)`
+  }
+}
+
+/**
+ * The demo's implementation, which imports the dev control plane. A module-not-found error
+ * naming that package means it is not installed; any other failure to load is a defect.
+ */
+const loadDemo = Effect.tryPromise({
+  try: () => import("../dev/Demo.js"),
+  catch: (error) => error
+}).pipe(
+  Effect.catchAll((error) =>
+    error instanceof Error && "code" in error && error.code === "ERR_MODULE_NOT_FOUND" &&
+      error.message.includes(DEV_CONTROL_PLANE)
+      ? Effect.fail(new DevControlPlaneMissing({ detail: error.message.split("\n")[0] ?? "" }))
+      : Effect.die(error)
+  )
+)
 
 const devOptions = {
   sandbox: Options.directory("sandbox").pipe(
@@ -67,7 +102,7 @@ const stopSignals = Effect.gen(function*() {
 /**
  * Exit statuses: 0 both rollouts ended as expected (and, with `--keep-running`, stopped on
  * request); 1 they did not, or the demo could not be set up; 64 bad flags, or a
- * `--sandbox` directory that is not empty.
+ * `--sandbox` directory that is not empty; 69 the dev control plane is not installed.
  *
  * @since 0.1.0
  */
@@ -76,15 +111,20 @@ export const devCommand = Command.make(
   devOptions,
   (options) =>
     Effect.gen(function*() {
-      const { runDemo } = yield* Effect.promise(() => import("../dev/Demo.js"))
-      const status = yield* runDemo({
-        sandbox: Option.getOrNull(options.sandbox),
-        testMode: options.testMode,
-        keepRunning: options.keepRunning,
-        stopRequested: yield* stopSignals,
-        color: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
-      }).pipe(
+      const status = yield* loadDemo.pipe(
+        Effect.flatMap(({ runDemo }) =>
+          Effect.flatMap(stopSignals, (stopRequested) =>
+            runDemo({
+              sandbox: Option.getOrNull(options.sandbox),
+              testMode: options.testMode,
+              keepRunning: options.keepRunning,
+              stopRequested,
+              color: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
+            }))
+        ),
         Effect.catchTags({
+          DevControlPlaneMissing: (error) =>
+            Effect.as(Console.error(`nixfleet-agent: ${error.message}`), EXIT_UNAVAILABLE),
           SandboxNotEmpty: (error) => Effect.as(Console.error(`nixfleet-agent: ${error.message}`), EXIT_BAD_ARGUMENTS),
           DemoSetupFailed: (error) => Effect.as(Console.error(`nixfleet-agent dev: ${error.message}`), 1)
         })

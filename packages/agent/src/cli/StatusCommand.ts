@@ -24,12 +24,9 @@ import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as Path from "node:path"
 import { defaults } from "../AgentConfig.js"
-import { statusFile } from "../AgentStatus.js"
 import { currentClosure } from "../internal/currentClosure.js"
-import { DATABASE_FILE } from "../internal/outbox/layer.js"
-import { readOutboxSummary } from "../internal/outbox/readOnly.js"
+import { DATABASE_FILE, statusFile, statusSocket } from "../internal/stateFiles.js"
 import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../StatusReport.js"
-import { statusSocket } from "../StatusServer.js"
 import { VERSION } from "../version.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { pipelineOptions } from "./PipelineOptions.js"
@@ -128,6 +125,8 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
     const outboxFile = Path.join(stateDir, DATABASE_FILE)
     let outbox: StatusReport["outbox"] = null
     if (yield* exists(outboxFile)) {
+      // SQLite is loaded only to read an outbox that is there.
+      const { readOutboxSummary } = yield* Effect.promise(() => import("../internal/outbox/readOnly.js"))
       const read = yield* Effect.either(readOutboxSummary(outboxFile, RECENT_DEAD_LETTERS))
       if (Either.isLeft(read)) notes.push(read.left.message)
       else outbox = read.right
@@ -159,6 +158,9 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
       currentClosure: yield* currentClosure(currentSystemPath).pipe(Effect.provide(NodeFileSystem.layer)),
       rollouts: last?.rollouts ?? [],
       outbox,
+      // What the agent last said about its fleet and its settings still explains a hold.
+      ...(last?.fleetRefused === undefined ? {} : { fleetRefused: last.fleetRefused }),
+      ...(last?.settingWarnings === undefined ? {} : { settingWarnings: last.settingWarnings }),
       lastError: last?.lastError ?? null,
       lastWarning: last?.lastWarning ?? null
     }

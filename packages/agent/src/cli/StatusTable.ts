@@ -3,7 +3,12 @@
  *
  * @since 0.1.0
  */
-import type { LoggedProblem, StatusReport } from "../StatusReport.js"
+import {
+  describeDeliveryBlocked,
+  describeFleetRefused,
+  type LoggedProblem,
+  type StatusReport
+} from "../StatusReport.js"
 
 const iso = (date: Date | null) => date === null ? "-" : date.toISOString().replace(/\.\d{3}Z$/, "Z")
 
@@ -34,8 +39,25 @@ export const renderStatus = (report: StatusReport, notes: ReadonlyArray<string>)
   const state = agent.running
     ? `running (pid ${agent.pid}, since ${iso(agent.startedAt)})`
     : "not running"
+  const blocked = report.deliveryBlocked
   const lines = [
     `nixfleet-agent ${agent.version}: ${state}`,
+    // Right under the headline: nothing reaches the control plane until it is fixed.
+    ...(blocked === undefined ? [] : [
+      `${describeDeliveryBlocked(blocked)} since ${iso(blocked.since)}` +
+      (blocked.reason === "" ? "" : ` (${blocked.reason})`) +
+      "; events are held, in order, until it clears"
+    ]),
+    // As prominent: without a fleet there is no rollout policy, and dispatches wait.
+    // Nothing is switched and nothing reaches the control plane until the disk takes these.
+    ...(report.waitingForDisk === undefined ? [] : [
+      `waiting for the disk since ${iso(report.waitingForDisk.since)}: ${report.waitingForDisk.events} events ` +
+      `and ${report.waitingForDisk.activations} activations held in memory (${report.waitingForDisk.error})`
+    ]),
+    ...(report.fleetRefused === undefined
+      ? []
+      : [`${describeFleetRefused(report.fleetRefused)} (since ${iso(report.fleetRefused.since)})`]),
+    ...(report.settingWarnings ?? []).map((warning) => `setting ignored: ${warning.message}`),
     ...table([
       ["phase:", agent.phase],
       ["machine:", report.machineId ?? "-"],

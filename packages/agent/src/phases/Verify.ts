@@ -8,13 +8,12 @@
  * @since 0.1.0
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as FileSystem from "@effect/platform/FileSystem"
-import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
-import * as Stream from "effect/Stream"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { readClosure } from "./Profile.js"
 
 /**
@@ -45,8 +44,6 @@ export const verify = (args: {
   readonly ended: Effect.Effect<number | null, never, CommandExecutor.CommandExecutor>
 }) =>
   Effect.scoped(Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     // A read error is not fatal: the link is briefly absent while it is replaced.
     let lastObserved = "<no-reads-completed>"
     const look = Effect.gen(function*() {
@@ -65,10 +62,21 @@ export const verify = (args: {
 
     // Capacity 1, sliding: a wake-up only says "look again"; a burst of events is one look.
     const wake = yield* Queue.sliding<void>(1)
-    yield* fs.watch(path.dirname(args.link)).pipe(
-      Stream.runForEach(() => Queue.offer(wake, undefined)),
-      Effect.catchAll((error) => Effect.logDebug(`cannot watch ${path.dirname(args.link)}: ${error.message}; polling`)),
-      Effect.forkScoped
+    // Node's watcher itself: an event only wakes the loop (the platform's watch stream
+    // stats the entry of every event first, a thread-pool round trip before the look).
+    const directory = Path.dirname(args.link)
+    yield* Effect.acquireRelease(
+      Effect.try(() =>
+        Fs.watch(directory, () => {
+          Queue.unsafeOffer(wake, undefined)
+        }).on("error", () => {
+          // The watch is gone (its directory was replaced, say): the poll still looks.
+        })
+      ).pipe(
+        Effect.tapError((error) => Effect.logDebug(`cannot watch ${directory}: ${String(error.error)}; polling`)),
+        Effect.option
+      ),
+      (watcher) => Effect.sync(() => watcher._tag === "Some" && watcher.value.close())
     )
     yield* Queue.offer(wake, undefined).pipe(Effect.repeat(Schedule.spaced(POLL)), Effect.forkScoped)
 
