@@ -45,7 +45,7 @@ export const handleDispatch = (dispatch: DispatchResponse) =>
     if (accepted._tag === "Left") return
     const running = yield* currentClosure(config.currentSystemPath)
     yield* Effect.logInfo("dispatch accepted").pipe(
-      Effect.annotateLogs({ target: accepted.right.targetClosure, running: running ?? "unknown" })
+      Effect.annotateLogs({ targetClosure: accepted.right.targetClosure, running: running ?? "unknown" })
     )
     yield* reducer.offer(ReducerInput.HostEvent({
       rolloutId: accepted.right.rolloutId,
