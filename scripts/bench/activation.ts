@@ -94,7 +94,8 @@ const bench = Effect.gen(function*() {
     flipToSuccess.push(done - Fs.lstatSync(sandbox.currentSystem).mtimeMs)
 
     start = process.hrtime.bigint()
-    const result = yield* runProcess(process.execPath, [CLI, "activate", toggle(), ...cliFlags(sandbox)])
+    // As installed: the bin script through its shebang (its node flags), on the bundle.
+    const result = yield* runProcess(CLI, ["activate", toggle(), ...cliFlags(sandbox)])
     if (result.code !== 0) return yield* Effect.dieMessage(`CLI activation failed: ${result.stdout}${result.stderr}`)
     cli.push(ms(start))
   }

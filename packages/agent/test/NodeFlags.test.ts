@@ -19,7 +19,7 @@ const settings = shebangSettings(Fs.readFileSync(BIN, "utf8"))
 
 describe("the bin script's shebang", () => {
   it("sets node flags and a glibc malloc setting", () => {
-    expect(settings.nodeFlags).toContain("--max-semi-space-size=4")
+    expect(settings.nodeFlags).toContain("--max-semi-space-size=1")
     expect(settings.env).toStrictEqual({ MALLOC_MMAP_THRESHOLD_: "131072" })
   })
 
