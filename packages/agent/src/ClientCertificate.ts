@@ -15,7 +15,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs/promises"
 import { writeFileAtomic } from "./internal/atomicFile.js"
-import { type CertificateCheck, certificatesIn, renewalVerdict } from "./internal/certificateChecks.js"
+import { type CertificateCheck, certificatesIn, loadX509, renewalVerdict } from "./internal/certificateChecks.js"
 import { describeError } from "./internal/describeError.js"
 import {
   certificateRequest,
@@ -114,13 +114,18 @@ export const checkRenewed = Effect.fn("ClientCertificate.checkRenewed")(function
       },
       catch: (error) => new CertificateError({ detail: `invalid CA certificate ${caFile}: ${errorText(error)}` })
     }))
+  const x509 = yield* Effect.tryPromise({
+    try: loadX509,
+    catch: (error) => new CertificateError({ detail: `cannot load the x509 library: ${errorText(error)}` })
+  })
   const verdict = renewalVerdict({
     certPem: renewal.certPem,
     currentPem: renewal.currentPem,
     ca,
     machineId: renewal.machineId,
     privateKey: renewal.key.privateKey,
-    now: new Date(yield* Clock.currentTimeMillis)
+    now: new Date(yield* Clock.currentTimeMillis),
+    x509
   })
   if (verdict._tag === "Refused") return yield* new CertificateRefused({ check: verdict.check, detail: verdict.detail })
   if (verdict.chain === "issuer-name") {

@@ -1,9 +1,9 @@
 /**
  * What each command loads: `--version`, `--help`, `status`, `activate` and `export-queue`
  * never load the runtime, SQLite (export-queue aside: the outbox is its job), the HTTP
- * client, x509, OpenTelemetry or the dev control plane; `run` loads the runtime, SQLite, the
- * HTTP client and x509, but neither OpenTelemetry (no endpoint set) nor the dev control
- * plane. Each command runs as a process from the sources, with a module hook that records
+ * client, x509, OpenTelemetry or the dev control plane; `run` loads the runtime, SQLite and the
+ * HTTP client, but neither x509 (enrollment and renewal load it when they run),
+ * OpenTelemetry (no endpoint set) nor the dev control plane. Each command runs as a process from the sources, with a module hook that records
  * every module it resolves; the bundle splits at the same dynamic imports (Bundle.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
@@ -12,10 +12,10 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { TARGET } from "./support/fixtures.js"
 import {
-  AGENT,
+  AGENT_SOURCE,
   eventually,
   logged,
-  spawnTsx,
+  spawnScript,
   startAgent,
   startControlPlane,
   tail,
@@ -71,7 +71,7 @@ const command = (args: ReadonlyArray<string>, env: Readonly<Record<string, strin
   Effect.gen(function*() {
     const dir = yield* tempDirectory
     const modules = moduleLog(dir)
-    const spawned = yield* spawnTsx("agent", AGENT, args, { ...env, ...modules.env })
+    const spawned = yield* spawnScript("agent", AGENT_SOURCE, args, { ...env, ...modules.env })
     const exit = yield* spawned.awaitExit(60_000)
     return { code: exit?.code, stderr: tail(spawned.stderr()), loaded: heavyParts(modules.resolved()) }
   }).pipe(Effect.scoped)
@@ -125,14 +125,14 @@ describe("what each command loads", () => {
     }), TIMEOUT)
 
   it.scopedLive(
-    "run loads the runtime, SQLite, the HTTP client and x509, not OpenTelemetry or the dev control plane",
+    "run loads the runtime, SQLite and the HTTP client, not x509, OpenTelemetry or the dev control plane",
     () =>
       Effect.gen(function*() {
         const dir = yield* tempDirectory
         const modules = moduleLog(dir)
         const cp = yield* startControlPlane(Path.join(dir, "cp"))
         const host = testModeHost(dir)
-        const agent = yield* startAgent(cp, host, { ...TEST_MODES, ...modules.env })
+        const agent = yield* startAgent(cp, host, { ...TEST_MODES, ...modules.env }, AGENT_SOURCE)
         yield* eventually(
           "boot recovery",
           Effect.sync(() => logged(agent, "boot recovery done")),
@@ -141,7 +141,7 @@ describe("what each command loads", () => {
         )
         agent.signal("SIGTERM")
         expect((yield* agent.awaitExit(30_000))?.code, tail(agent.stderr())).toBe(0)
-        expect(heavyParts(modules.resolved())).toStrictEqual(["runtime", "sqlite", "httpClient", "x509"])
+        expect(heavyParts(modules.resolved())).toStrictEqual(["runtime", "sqlite", "httpClient"])
       }),
     TIMEOUT
   )

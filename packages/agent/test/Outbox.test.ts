@@ -2,7 +2,7 @@ import { NodeContext } from "@effect/platform-node"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import { AgentEvent } from "@nixfleet/proto"
-import { Effect, Fiber, Option, Schema, TestClock } from "effect"
+import { Deferred, Effect, Fiber, Option, Schema, TestClock } from "effect"
 import { OutboxError } from "../src/Outbox.js"
 import {
   dispatchAck,
@@ -141,6 +141,30 @@ describe("Outbox", () => {
       // 2 = FULL; this build of SQLite would give 1 (NORMAL) in WAL mode by default.
       expect(yield* sql`PRAGMA synchronous`).toStrictEqual([{ synchronous: 2 }])
       expect(yield* sql`PRAGMA busy_timeout`).toStrictEqual([{ timeout: 5000 }])
+    }))
+
+  it.scoped("a durable enqueue never joins another fiber's open transaction (its rollback keeps the event)", () =>
+    Effect.gen(function*() {
+      const { outbox, sql } = yield* openOutbox(yield* tempStateDir)
+      const opened = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const other = yield* sql`SELECT 1`.pipe(
+        Effect.zipRight(Deferred.succeed(opened, undefined)),
+        Effect.zipRight(Deferred.await(release)),
+        Effect.zipRight(Effect.fail("rolled back")),
+        sql.withTransaction,
+        Effect.either,
+        Effect.fork
+      )
+      yield* Deferred.await(opened)
+      const enqueue = yield* Effect.fork(outbox.enqueue(entry(ROLLOUT_A, 1)))
+      yield* settle
+      // It waits for the transaction rather than writing into it.
+      expect(enqueue.unsafePoll()).toBeNull()
+      yield* Deferred.succeed(release, undefined)
+      expect((yield* Fiber.join(other))._tag).toBe("Left")
+      expect(yield* Fiber.join(enqueue)).toBe(true)
+      expect(keys(yield* outbox.head(10))).toStrictEqual([`${ROLLOUT_A}#1`])
     }))
 
   it.scoped("keeps the durable rows and the newest non-durable ones within the cap", () =>

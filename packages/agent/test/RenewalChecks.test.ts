@@ -18,7 +18,7 @@ import { CertificateRenewal, certificateRenewals, checkRenewal } from "../src/Ce
 import { checkRenewed } from "../src/ClientCertificate.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
 import { certificatesIn, renewalVerdict } from "../src/internal/certificateChecks.js"
-import { hostKeyFrom } from "../src/internal/hostIdentity.js"
+import { certificateValidity, hostKeyFrom } from "../src/internal/hostIdentity.js"
 import { privateKeyFrom } from "../src/internal/sshKey.js"
 import { Shutdown } from "../src/Shutdown.js"
 import { eventually, stateDirectory } from "./support/agentHarness.js"
@@ -126,8 +126,23 @@ describe("the checks of a renewed certificate", () => {
       ca: args.ca === null ? null : certificatesIn(args.ca),
       machineId: args.machineId ?? HOST,
       privateKey,
-      now: NOW
+      now: NOW,
+      x509
     })
+
+  it.effect("a certificate's validity is read without the x509 library, as that library reads it", () =>
+    Effect.gen(function*() {
+      const ca = yield* Effect.promise(() => makeCa("fleet CA"))
+      // Past 2049 a certificate's dates are GeneralizedTime rather than UTCTime.
+      const spans = [[at(-60), at(3600)], [new Date("2049-12-31T23:59:58Z"), new Date("2051-01-05T09:08:07Z")]]
+      for (const [from, to] of spans) {
+        const pem = yield* Effect.promise(() => ca.issue(`CN=${HOST}`, publicKey, from!, to!))
+        const parsed = new x509.X509Certificate(pem)
+        expect(certificateValidity(pem)).toStrictEqual({ notBefore: parsed.notBefore, notAfter: parsed.notAfter })
+        expect(certificateValidity(pem)).toStrictEqual({ notBefore: from, notAfter: to })
+      }
+      expect(() => certificateValidity("not a certificate")).toThrow()
+    }))
 
   it.effect("the CN names this machine: bare, or agent-<id>.<suffix> with the current certificate's suffix", () =>
     Effect.gen(function*() {

@@ -1,5 +1,13 @@
-import * as x509 from "@peculiar/x509"
+import type * as X509 from "@peculiar/x509"
 import * as Crypto from "node:crypto"
+
+/**
+ * The x509 library, loaded when a renewal is checked: the daemon does not load it at boot
+ * (it is a quarter of what it would load).
+ *
+ * @internal
+ */
+export const loadX509 = (): Promise<typeof X509> => import("@peculiar/x509")
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g
 
@@ -21,7 +29,7 @@ export const certificatesIn = (text: string): ReadonlyArray<Crypto.X509Certifica
   })
 
 /** The subject CNs of a certificate (Node's `subject` text would have to be unescaped). */
-const commonNames = (certificate: Crypto.X509Certificate): ReadonlyArray<string> =>
+const commonNames = (x509: typeof X509, certificate: Crypto.X509Certificate): ReadonlyArray<string> =>
   new x509.X509Certificate(certificate.raw).subjectName.getField("CN")
 
 /**
@@ -84,7 +92,7 @@ const refused = (check: CertificateCheck, detail: string): Refusal => ({ _tag: "
  * The renewed leaf (also as x509 reads it, for its CN and dates) and the current file's
  * chain; anything that cannot be read is a refusal, never a throw.
  */
-const readBoth = (certPem: string, currentPem: string) => {
+const readBoth = (x509: typeof X509, certPem: string, currentPem: string) => {
   try {
     const leaf = certificatesIn(certPem)[0]
     if (leaf === undefined) return refused("certificate", "the answer holds no PEM certificate")
@@ -92,7 +100,7 @@ const readBoth = (certPem: string, currentPem: string) => {
     const currentLeaf = current[0]
     if (currentLeaf === undefined) return refused("certificate", "the current certificate file holds no certificate")
     const parsed = new x509.X509Certificate(leaf.raw)
-    const currentName = commonNames(currentLeaf)[0] ?? null
+    const currentName = commonNames(x509, currentLeaf)[0] ?? null
     return { _tag: "Read", leaf, parsed, current, currentLeaf, currentName } as const
   } catch (error) {
     return refused("certificate", error instanceof Error ? error.message : String(error))
@@ -147,8 +155,10 @@ export const renewalVerdict = (renewal: {
   readonly machineId: string
   readonly privateKey: Crypto.KeyObject
   readonly now: Date
+  /** `loadX509()`'s module. */
+  readonly x509: typeof X509
 }): RenewalVerdict => {
-  const read = readBoth(renewal.certPem, renewal.currentPem)
+  const read = readBoth(renewal.x509, renewal.certPem, renewal.currentPem)
   if (read._tag === "Refused") return read
   const { current, currentLeaf, currentName, leaf, parsed } = read
 

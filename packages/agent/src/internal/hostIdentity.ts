@@ -1,4 +1,3 @@
-import * as x509 from "@peculiar/x509"
 import { Buffer } from "node:buffer"
 import * as Crypto from "node:crypto"
 import { privateKeyFrom } from "./sshKey.js"
@@ -50,6 +49,8 @@ export const publicKeyFingerprint = (raw: Uint8Array): string =>
  * @internal
  */
 export const certificateRequest = async (machineId: string, key: HostKey): Promise<string> => {
+  // Loaded here, for enrollment and renewal only: a quarter of what the daemon would load at boot.
+  const x509 = await import("@peculiar/x509")
   const subtle = Crypto.webcrypto.subtle
   const publicKey = Crypto.createPublicKey(key.privateKey)
   const keys = {
@@ -88,8 +89,10 @@ export interface CertificateValidity {
  * @internal
  */
 export const certificateValidity = (pem: string): CertificateValidity => {
-  const certificate = new x509.X509Certificate(pem)
-  return { notBefore: certificate.notBefore, notAfter: certificate.notAfter }
+  // Node's reader (the x509 library is loaded for enrollment and renewal only); its dates
+  // are texts such as "Mar 25 00:00:00 2027 GMT".
+  const certificate = new Crypto.X509Certificate(pem)
+  return { notBefore: new Date(certificate.validFrom), notAfter: new Date(certificate.validTo) }
 }
 
 /**

@@ -15,6 +15,7 @@ import type * as Scope from "effect/Scope"
 import type { OutboxEntry, OutboxService } from "../../Outbox.js"
 import { OutboxError } from "../../Outbox.js"
 import { guard as guardAs } from "./errors.js"
+import { OutboxDatabase } from "./sqlite.js"
 import * as store from "./store.js"
 
 const encodeEvent = Schema.encodeEither(AgentEvent)
@@ -39,6 +40,9 @@ const wireBody = (entry: OutboxEntry): Either.Either<string, OutboxError> =>
     )
   )
 
+/** What the enqueue's own lines name (its callers annotate no more than their own lines). */
+const annotations = (entry: OutboxEntry) => ({ rolloutId: entry.rolloutId, seq: entry.seq, kind: entry.event._tag })
+
 /**
  * Builds the service. Rows left by a previous run are announced to the sender once, so it
  * does not wait for the next enqueue to deliver them.
@@ -49,9 +53,10 @@ export const make = (options: {
   readonly nonDurableCap: number
   /** The database file, named in every error. */
   readonly filename?: string
-}): Effect.Effect<OutboxService, OutboxError, SqlClient.SqlClient | Scope.Scope> =>
+}): Effect.Effect<OutboxService, OutboxError, SqlClient.SqlClient | OutboxDatabase | Scope.Scope> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    const database = yield* OutboxDatabase
     const guard = (operation: string, context?: string) =>
       guardAs(
         operation,
@@ -69,7 +74,9 @@ export const make = (options: {
     yield* Effect.addFinalizer(() => Queue.shutdown(enqueued))
     const dropped = yield* Ref.make(0)
 
-    const enqueue = Effect.fn("Outbox.enqueue")(
+    // Untraced: it runs once per event, and its span (with the call site it captures) cost
+    // as much as the reducer's own step; its failures are typed and logged by its callers.
+    const enqueue = Effect.fnUntraced(
       function*(entry: OutboxEntry) {
         const body = yield* wireBody(entry)
         const now = yield* Clock.currentTimeMillis
@@ -82,10 +89,14 @@ export const make = (options: {
           body,
           createdAtMillis: now
         }
-        // A durable row is one autocommit INSERT (atomic, one fsync); a non-durable one also
+        // A durable row is one autocommit INSERT (atomic, one fsync), run on the connection
+        // directly (the client's path costs more than the insert); a non-durable one also
         // trims the oldest probe chatter, in the same transaction.
         const { inserted, trimmed } = yield* (entry.durable
-          ? Effect.map(store.insertPending(sql, row), (inserted) => ({ inserted, trimmed: 0 }))
+          ? Effect.map(
+            database.autocommit(store.INSERT_PENDING, store.insertParams(row)),
+            (rows) => ({ inserted: rows.length === 1, trimmed: 0 })
+          )
           : Effect.gen(function*() {
             const inserted = yield* store.insertPending(sql, row)
             const trimmed = inserted ? yield* store.trimNonDurable(sql, cap) : 0
@@ -96,12 +107,14 @@ export const make = (options: {
           // Once per process at warning level: under sustained pressure every enqueue drops one.
           yield* (before === 0 ? Effect.logWarning : Effect.logDebug)(
             "outbox holds more probe events than its cap: dropped the oldest non-durable ones"
-          ).pipe(Effect.annotateLogs({ dropped: trimmed, cap }))
+          ).pipe(Effect.annotateLogs({ dropped: trimmed, cap, ...annotations(entry) }))
         }
         if (inserted) {
           yield* Queue.offer(enqueued, undefined)
         } else {
-          yield* Effect.logDebug("event already in the outbox: kept the stored row")
+          yield* Effect.logDebug("event already in the outbox: kept the stored row").pipe(
+            Effect.annotateLogs(annotations(entry))
+          )
         }
         return inserted
       }
