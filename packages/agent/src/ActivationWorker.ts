@@ -4,19 +4,22 @@
  *
  * @since 0.1.0
  */
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
 import { ClosureName } from "@nixfleet/proto"
 import type { LocalEvent } from "@nixfleet/state-machine"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Config from "effect/Config"
+import type * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import {
   type ActivationError,
   ActivationPipeline,
@@ -26,24 +29,24 @@ import {
 } from "./ActivationPipeline.js"
 import { activationResult, rollbackResult } from "./cli/ActivationResult.js"
 import { HostLedger } from "./HostLedger.js"
+import { ACTIVATION_TEST_MODE, switchGate } from "./internal/testGates.js"
+import { awaitSwitchEnd, resumeDecision } from "./internal/worker/resume.js"
 import { activationDuration, activations } from "./Metrics.js"
-import { profileGenerations } from "./phases/Profile.js"
-import { systemProfileConfig } from "./PipelineConfig.js"
+import { profileGenerations, readClosure, selfCorrectProfile } from "./phases/Profile.js"
+import { pipelineConfig, systemProfileConfig } from "./PipelineConfig.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
 
 /**
- * Set to any value (even empty), activations and rollbacks are not run: they are reported
- * as succeeded at once. Read on every intent, so that unsetting it takes effect without a
- * restart (and a misconfiguration never half-activates).
+ * Set to a true value (`1`, `true`, `yes`), activations and rollbacks are not run: they are
+ * reported as succeeded at once. Read on every intent, so that unsetting it takes effect
+ * without a restart (and a misconfiguration never half-activates). See `internal/testGates`.
  *
  * @since 0.1.0
  */
-export const activationTestMode = Config.option(Config.string("NIXFLEET_AGENT_ACTIVATION_TEST_MODE")).pipe(
-  Config.map(Option.isSome)
-)
+export const activationTestMode: Config.Config<boolean> = switchGate(ACTIVATION_TEST_MODE)
 
 /**
  * The `switchMethod` of `ActivationStarted`, as the reference agent reports it.
@@ -127,46 +130,35 @@ const rollbackRefusal = Effect.fn("ActivationWorker.checkRollback")(function*(in
     "the host stays Failed"
 })
 
-const runIntent = (intent: ActivationIntent) =>
-  Effect.gen(function*() {
-    const reducer = yield* Reducer
-    const pipeline = yield* ActivationPipeline
-    const send = (event: LocalEvent) => reducer.offer(ReducerInput.HostEvent({ rolloutId: intent.rolloutId, event }))
+const sendFor = (intent: ActivationIntent) => (event: LocalEvent) =>
+  Effect.flatMap(Reducer, (reducer) => reducer.offer(ReducerInput.HostEvent({ rolloutId: intent.rolloutId, event })))
 
-    // Rollbacks come from Failed, where Activating events are illegal: never report "started" for them.
-    if (!intent.rollback) {
+const testModeOn = activationTestMode.pipe(Effect.orElseSucceed(() => false))
+
+/** A forward switch: reports started (unless a previous run already did), then the outcome. */
+const runForward = (intent: ActivationIntent, reportStarted: boolean) =>
+  Effect.gen(function*() {
+    const pipeline = yield* ActivationPipeline
+    const send = sendFor(intent)
+    if (reportStarted) {
       yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
     }
-
-    if (intent.rollback) {
-      const refusal = yield* rollbackRefusal(intent)
-      if (refusal !== null) return yield* Effect.logError(refusal)
-    }
-
-    const testMode = yield* activationTestMode.pipe(Effect.orElseSucceed(() => false))
-    if (testMode) {
+    if (yield* testModeOn) {
       yield* Effect.logWarning(
         "NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"
       )
-      const at = yield* now
-      yield* measure(intent.rollback, "test_mode", null)
-      return yield* send(
-        intent.rollback
-          ? { _tag: "LocalRollbackCompleted", revertedToClosure: intent.closure, exitCode: 0, completedAt: at, seq: 0 }
-          : {
-            _tag: "LocalActivationCompleted",
-            observedCurrentClosure: intent.closure,
-            exitCode: 0,
-            completedAt: at,
-            seq: 0
-          }
-      )
+      yield* measure(false, "test_mode", null)
+      return yield* send({
+        _tag: "LocalActivationCompleted",
+        observedCurrentClosure: intent.closure,
+        exitCode: 0,
+        completedAt: yield* now,
+        seq: 0
+      })
     }
-
     if (!isClosureName(intent.closure)) {
       const detail = `refusing to activate ${JSON.stringify(intent.closure)}: not a Nix store basename`
       yield* Effect.logError(detail)
-      if (intent.rollback) return
       return yield* send({
         _tag: "LocalActivationFailed",
         exitCode: -1,
@@ -175,20 +167,60 @@ const runIntent = (intent: ActivationIntent) =>
         seq: 0
       })
     }
-
     const startedAt = yield* Clock.currentTimeMillis
-    if (!intent.rollback) {
-      const exit = yield* Effect.exit(pipeline.activate(intent.closure))
-      yield* measure(false, activationResult(intent.closure, exit).outcome, startedAt)
-      const event = activationEvent(exit, yield* now)
-      if (event._tag === "LocalActivationFailed") {
-        yield* Effect.logError(`activation failed: ${event.stderrTail}`).pipe(
-          Effect.annotateLogs("exitCode", event.exitCode)
-        )
-      }
-      return yield* send(event)
+    const exit = yield* Effect.exit(pipeline.activate(intent.closure))
+    yield* measure(false, activationResult(intent.closure, exit).outcome, startedAt)
+    const event = activationEvent(exit, yield* now)
+    if (event._tag === "LocalActivationFailed") {
+      yield* Effect.logError(`activation failed: ${event.stderrTail}`).pipe(
+        Effect.annotateLogs("exitCode", event.exitCode)
+      )
     }
+    return yield* send(event)
+  })
 
+/**
+ * A rollback ended without reaching its closure: the ledger says so, so that a restart
+ * does not take it up again (the host stays Failed for the operator).
+ */
+const rollbackGaveUp = (intent: ActivationIntent) =>
+  Effect.flatMap(now, (at) => Effect.flatMap(HostLedger, (ledger) => ledger.recordRollbackFailed(intent.rolloutId, at)))
+    .pipe(
+      Effect.catchAll((error) =>
+        Effect.logWarning(`${error.message}: a restart may try this rollback again`).pipe(
+          Effect.annotateLogs("errno", error.detail)
+        )
+      )
+    )
+
+/** A rollback (from Failed, where Activating events are illegal: it never reports "started"). */
+const runRollback = (intent: ActivationIntent) =>
+  Effect.gen(function*() {
+    const pipeline = yield* ActivationPipeline
+    const send = sendFor(intent)
+    const refusal = yield* rollbackRefusal(intent)
+    if (refusal !== null) {
+      yield* Effect.logError(refusal)
+      return yield* rollbackGaveUp(intent)
+    }
+    if (yield* testModeOn) {
+      yield* Effect.logWarning(
+        "NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"
+      )
+      yield* measure(true, "test_mode", null)
+      return yield* send({
+        _tag: "LocalRollbackCompleted",
+        revertedToClosure: intent.closure,
+        exitCode: 0,
+        completedAt: yield* now,
+        seq: 0
+      })
+    }
+    if (!isClosureName(intent.closure)) {
+      yield* Effect.logError(`refusing to activate ${JSON.stringify(intent.closure)}: not a Nix store basename`)
+      return yield* rollbackGaveUp(intent)
+    }
+    const startedAt = yield* Clock.currentTimeMillis
     const exit: Exit.Exit<RolledBack, RollbackError> = yield* Effect.exit(pipeline.rollback(intent.closure))
     yield* measure(true, rollbackResult(intent.closure, exit).outcome, startedAt)
     if (Exit.isSuccess(exit)) {
@@ -210,7 +242,99 @@ const runIntent = (intent: ActivationIntent) =>
         ? `${failure.value.message}; the host stays Failed`
         : `rollback pipeline error; the host stays Failed: ${Cause.pretty(exit.cause)}`
     ).pipe(Effect.annotateLogs("exitCode", Option.isSome(failure) ? failure.value.exitCode : -1))
-  }).pipe(
+    yield* rollbackGaveUp(intent)
+  })
+
+/**
+ * A switch or rollback a previous run released and died in (the reducer resumes it only
+ * when the ledger recorded its release and the control plane has every event of the
+ * rollout, so the record's state and `activationStartedAt` are what happened): wait for a
+ * switch that outlived that run, read the host, and finish the work without repeating
+ * what already happened.
+ */
+const runResume = Effect.fn("ActivationWorker.resume")(function*(intent: ActivationIntent) {
+  const ledger = yield* HostLedger
+  const reducer = yield* Reducer
+  const config = yield* pipelineConfig
+  const send = sendFor(intent)
+  const switched = yield* ledger.switchOf(intent.rolloutId)
+  const rolledBack = intent.rollback ? yield* ledger.rollbackOf(intent.rolloutId) : undefined
+  const record = (yield* SubscriptionRef.get(reducer.records)).get(intent.rolloutId)
+  // The switch's target and the closure before it, or the rollback's closure and the target it leaves.
+  const target = intent.rollback ? (switched?.target ?? record?.targetClosure ?? null) : (switched?.target ?? null)
+  const previous = intent.rollback ? (rolledBack?.closure ?? null) : (switched?.previous ?? null)
+  if (target === null || (intent.rollback ? previous !== intent.closure : target !== intent.closure)) {
+    return yield* Effect.logError("nothing recorded in the host ledger to resume; leaving the rollout as it is")
+  }
+  const still = yield* awaitSwitchEnd({
+    method: config.switchMethod,
+    unit: intent.rollback ? "nixfleet-rollback" : "nixfleet-switch",
+    closures: intent.rollback ? [intent.closure] : [target],
+    storeDir: config.storeDir,
+    switchLockPath: config.switchLockPath
+  }, Duration.seconds(config.verifyTimeoutSecs))
+  const current = Option.getOrNull(yield* Effect.option(readClosure(config.currentSystemPath)))
+  const decision = still === null
+    ? resumeDecision({ rollback: intent.rollback, current, target, previous })
+    : {
+      _tag: "Unknown" as const,
+      reason: `the switch fired before the restart still ran after ${config.verifyTimeoutSecs} s (${still}); stopped it`
+    }
+  yield* Effect.logWarning(`resuming after a restart: ${decision._tag}`).pipe(
+    Effect.annotateLogs({ current: current ?? "unreadable", target, previous: previous ?? "none" })
+  )
+  const started = record?.activationStartedAt !== null && record?.activationStartedAt !== undefined
+  switch (decision._tag) {
+    case "Complete": {
+      // The switch ran and the link holds the target: what verify would have seen.
+      yield* selfCorrectProfile(config.systemProfile, `${config.storeDir}/${target}`)
+      if (!started) {
+        yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
+      }
+      yield* measure(false, "resumed", null)
+      return yield* send({
+        _tag: "LocalActivationCompleted",
+        observedCurrentClosure: target,
+        exitCode: 0,
+        completedAt: yield* now,
+        seq: 0
+      })
+    }
+    case "Rerun":
+      return yield* runForward(intent, !started)
+    case "RolledBack":
+      // The run may have died before or after the profile went back: it must boot what runs.
+      yield* selfCorrectProfile(config.systemProfile, `${config.storeDir}/${intent.closure}`)
+      yield* measure(true, "resumed", null)
+      return yield* send({
+        _tag: "LocalRollbackCompleted",
+        revertedToClosure: intent.closure,
+        exitCode: 0,
+        completedAt: yield* now,
+        seq: 0
+      })
+    case "RollbackAgain":
+      return yield* runRollback(intent)
+    case "Unknown":
+      yield* Effect.logError(decision.reason)
+      if (intent.rollback) return yield* rollbackGaveUp(intent)
+      // The rollback, if the policy asks for one, goes to the ledger's closure (checked as always).
+      return yield* send({
+        _tag: "LocalActivationFailed",
+        exitCode: -1,
+        stderrTail: decision.reason,
+        failedAt: yield* now,
+        seq: 0
+      })
+  }
+}, (effect) =>
+  Effect.catchAll(
+    effect,
+    (error) => Effect.logError(`cannot resume after a restart: ${error.message}; leaving the rollout as it is`)
+  ))
+
+const runIntent = (intent: ActivationIntent) =>
+  (intent.resume === true ? runResume(intent) : intent.rollback ? runRollback(intent) : runForward(intent, true)).pipe(
     Effect.annotateLogs({ rolloutId: intent.rolloutId, closure: intent.closure, rollback: intent.rollback }),
     Effect.withSpan("ActivationWorker.intent", {
       attributes: { rolloutId: intent.rolloutId, closure: intent.closure, rollback: intent.rollback }
@@ -227,7 +351,7 @@ export const ActivationWorker = Layer.scopedDiscard(
   Effect.gen(function*() {
     const channels = yield* RuntimeChannels
     const context = yield* Effect.context<
-      Reducer | ActivationPipeline | HostLedger | FileSystem.FileSystem | Path.Path
+      Reducer | ActivationPipeline | HostLedger | FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
     >()
     yield* Effect.forkScoped(
       drainUntilShutdown(channels.activationIntents, (intent) =>

@@ -52,6 +52,20 @@ export interface SwitchRecord {
 }
 
 /**
+ * A rollback this agent released: recorded before the rollback runs, so that an agent
+ * killed while rolling back can finish it after a restart; `failedAt` is set when the
+ * rollback ended without reaching its closure (a restart does not retry it).
+ *
+ * @since 0.1.0
+ */
+export interface RollbackRecord {
+  readonly rolloutId: string
+  readonly closure: string
+  readonly releasedAt: Date
+  readonly failedAt: Date | null
+}
+
+/**
  * The newest signed artifact accepted, by its `meta.signedAt`.
  *
  * @since 0.1.0
@@ -69,6 +83,12 @@ export interface HostLedgerService {
   readonly recordSwitch: (record: SwitchRecord) => Effect.Effect<void, HostLedgerError>
   /** The recorded switch of a rollout, if any. */
   readonly switchOf: (rolloutId: string) => Effect.Effect<SwitchRecord | undefined>
+  /** Records, durably, that a rollback to `closure` is released for a rollout. */
+  readonly recordRollback: (record: RollbackRecord) => Effect.Effect<void, HostLedgerError>
+  /** Records that a released rollback ended without reaching its closure. */
+  readonly recordRollbackFailed: (rolloutId: string, at: Date) => Effect.Effect<void, HostLedgerError>
+  /** The released rollback of a rollout, if any. */
+  readonly rollbackOf: (rolloutId: string) => Effect.Effect<RollbackRecord | undefined>
   /** The newest rollout manifest accepted on a channel. */
   readonly newestManifest: (channel: string) => Effect.Effect<AcceptedArtifact | undefined>
   /** Records an accepted rollout manifest when it is the channel's newest (durably). */
@@ -79,7 +99,7 @@ export interface HostLedgerService {
   readonly acceptFleet: (accepted: AcceptedArtifact) => Effect.Effect<void, HostLedgerError>
 }
 
-/** Switches kept: rollbacks concern the latest rollouts only. */
+/** Switches and released rollbacks kept: rollbacks concern the latest rollouts only. */
 const MAX_SWITCHES = 64
 /** Channels kept; a host follows one or a few. */
 const MAX_CHANNELS = 256
@@ -101,11 +121,21 @@ const LedgerFile = Schema.Struct({
     recordedAt: Timestamp
   })),
   manifests: Schema.Array(ChannelAccepted),
-  fleet: Schema.NullOr(Accepted)
+  fleet: Schema.NullOr(Accepted),
+  // Absent from ledgers written before rollbacks were recorded.
+  rollbacks: Schema.optionalWith(
+    Schema.Array(Schema.Struct({
+      rolloutId: Schema.String,
+      closure: Schema.String,
+      releasedAt: Timestamp,
+      failedAt: Schema.NullOr(Timestamp)
+    })),
+    { default: () => [] }
+  )
 })
 type LedgerFile = typeof LedgerFile.Type
 
-const empty: LedgerFile = { version: 1, switches: [], manifests: [], fleet: null }
+const empty: LedgerFile = { version: 1, switches: [], manifests: [], fleet: null, rollbacks: [] }
 
 const decodeLedger = Schema.decodeUnknownEither(Schema.parseJson(LedgerFile))
 const encodeLedger = Schema.encodeSync(Schema.parseJson(LedgerFile))
@@ -160,6 +190,23 @@ const make = (initial: LedgerFile, persist: (next: LedgerFile) => Effect.Effect<
           )
         })),
       switchOf: (rolloutId) => Effect.sync(() => state.switches.findLast((s) => s.rolloutId === rolloutId)),
+      recordRollback: (record) =>
+        update((current) => ({
+          ...current,
+          rollbacks: [...current.rollbacks.filter((r) => r.rolloutId !== record.rolloutId), record].slice(
+            -MAX_SWITCHES
+          )
+        })),
+      recordRollbackFailed: (rolloutId, at) =>
+        update((current) =>
+          current.rollbacks.some((r) => r.rolloutId === rolloutId && r.failedAt === null)
+            ? {
+              ...current,
+              rollbacks: current.rollbacks.map((r) => r.rolloutId === rolloutId ? { ...r, failedAt: at } : r)
+            }
+            : null
+        ),
+      rollbackOf: (rolloutId) => Effect.sync(() => state.rollbacks.findLast((r) => r.rolloutId === rolloutId)),
       newestManifest: (channel) => Effect.sync(() => state.manifests.find((m) => m.channel === channel)),
       acceptManifest: (channel, accepted) =>
         update((current) => {

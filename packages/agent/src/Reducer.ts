@@ -165,11 +165,13 @@ export class Reducer extends Context.Tag("@nixfleet/agent/Reducer")<Reducer, Red
           ))
       )
       yield* Effect.forkScoped(
-        drainUntilShutdown(channels.reducerInput, ({ handled, input }) =>
-          Effect.ensuring(
-            loop.handle(input),
-            handled === null ? Effect.void : Deferred.succeed(handled, undefined)
-          ))
+        drainUntilShutdown(
+          channels.reducerInput,
+          ({ handled, input }) =>
+            handled === null
+              ? loop.handle(input)
+              : Effect.ensuring(loop.handle(input), Deferred.succeed(handled, undefined))
+        )
       )
       return {
         offer: (input) => Effect.asVoid(Queue.offer(channels.reducerInput, { input, handled: null })),
@@ -261,6 +263,17 @@ const makeLoop = (
     // Intents beyond the queue's free space wait here, so the reducer never blocks on the
     // activation worker (which blocks on the reducer's own queue).
     const pendingIntents: Array<ActivationIntent> = []
+    // Rollouts whose switch or rollback this process released (or resumed): a record the
+    // ledger says was released, and which is not here, was released by a run that died.
+    const releasedHere = new Set<string>()
+    const noteReleased = (rolloutId: string) => {
+      releasedHere.delete(rolloutId)
+      releasedHere.add(rolloutId)
+      for (const oldest of releasedHere) {
+        if (releasedHere.size <= MAX_FINISHED_IDS) break
+        releasedHere.delete(oldest)
+      }
+    }
 
     const flushIntents = Effect.gen(function*() {
       while (pendingIntents.length > 0) {
@@ -309,12 +322,12 @@ const makeLoop = (
     const attempt = (write: HeldWrite, first: boolean): Effect.Effect<void, WriteRefused> => {
       switch (write._tag) {
         case "Event":
+          // Annotated only where a line is written (the outbox annotates its own): around
+          // every enqueue the annotations cost more than the reducer's step.
           return outbox.enqueue(write.entry).pipe(
             Effect.mapError(refused),
             Effect.flatMap((inserted) =>
-              inserted
-                ? Effect.void
-                : first
+              inserted ? Effect.void : (first
                 ? Effect.zipRight(
                   // Impossible while every record numbers above the outbox's highest seq (seqFloor).
                   Effect.logError("event NOT stored: its seq is already taken in the outbox (a seq numbering defect)")
@@ -322,9 +335,9 @@ const makeLoop = (
                   Metric.increment(Metric.tagged(droppedEvents, "reason", "seq_taken"))
                 )
                 // A retry of a write whose commit reached the disk though it was reported failed.
-                : Effect.logDebug("held event already in the outbox: kept the stored row")
-            ),
-            Effect.annotateLogs({ rolloutId: write.entry.rolloutId, kind: write.entry.event._tag })
+                : Effect.logDebug("held event already in the outbox: kept the stored row"))
+                .pipe(Effect.annotateLogs({ rolloutId: write.entry.rolloutId, kind: write.entry.event._tag }))
+            )
           )
         case "Switch":
           return ledger.recordSwitch(write.record).pipe(
@@ -332,7 +345,17 @@ const makeLoop = (
             Effect.zipRight(Effect.sync(() => pendingIntents.push(write.intent)))
           )
         case "Rollback":
-          return Effect.sync(() => pendingIntents.push(write.intent))
+          // Recorded before it runs, so that a rollback cut short by a crash is finished after a restart.
+          return Effect.flatMap(now, (releasedAt) =>
+            ledger.recordRollback({
+              rolloutId: write.intent.rolloutId,
+              closure: write.intent.closure,
+              releasedAt,
+              failedAt: null
+            })).pipe(
+              Effect.mapError(refused),
+              Effect.zipRight(Effect.sync(() => pendingIntents.push(write.intent)))
+            )
       }
     }
 
@@ -382,7 +405,10 @@ const makeLoop = (
           `the state directory ${config.stateDir} refuses writes (${result.left.errno ?? "unknown errno"}): ` +
             `${describeHeld(write)} is held in memory and retried until it is stored; ` +
             "nothing is switched until then"
-        ).pipe(Effect.annotateLogs({ error: result.left.detail }))
+        ).pipe(
+          Effect.annotateLogs({ error: result.left.detail }),
+          Effect.annotateLogs(write._tag === "Event" ? { kind: write.entry.event._tag } : {})
+        )
         yield* hold(write)
         yield* publishBacklog
       })
@@ -431,6 +457,7 @@ const makeLoop = (
           ).pipe(Effect.annotateLogs({ rolloutId, verifiedTarget: entry?.verifiedTarget ?? "none" }))
         }
         const previous = entry.record.currentClosureAtDispatch
+        noteReleased(rolloutId)
         yield* store({
           _tag: "Switch",
           record: {
@@ -451,12 +478,12 @@ const makeLoop = (
           return fireSwitch(command.rolloutId, command.target)
         case "LocalFireRollbackTo":
           // Behind the Failed decision's event: the rollback runs once that is recorded.
-          return Effect.zipRight(
-            store({
+          return Effect.sync(() => noteReleased(command.rolloutId)).pipe(
+            Effect.zipRight(store({
               _tag: "Rollback",
               intent: { rolloutId: command.rolloutId, closure: command.closure, rollback: true }
-            }),
-            flushIntents
+            })),
+            Effect.zipRight(flushIntents)
           )
         case "LocalResetProbeCache":
           return Effect.asVoid(Queue.offer(channels.probeResets, { rolloutId: command.rolloutId }))
@@ -470,7 +497,7 @@ const makeLoop = (
               durable: command.durable,
               event: command.payload
             }
-          }).pipe(Effect.annotateLogs({ kind: command.payload._tag }))
+          })
         case "RecordTransition":
           return Effect.logInfo(`rollout ${command.from} → ${command.to}`).pipe(
             Effect.annotateLogs({ from: command.from, to: command.to, at: command.at.toISOString() })
@@ -590,7 +617,11 @@ const makeLoop = (
           failingSince: nextFailureWindows(base.failingSince, next, numbered),
           verifiedTarget: activate !== null && fresh ? activate.targetClosure : base.verifiedTarget
         })
-        yield* Effect.logDebug(`applied ${event._tag}`).pipe(Effect.annotateLogs({ seq: numbered.seq }))
+        // Checked first: the annotation alone costs more than the rest of a probe event's step.
+        yield* Effect.whenLogLevel(
+          Effect.logDebug(`applied ${event._tag}`).pipe(Effect.annotateLogs({ seq: numbered.seq })),
+          LogLevel.Debug
+        )
         for (const command of result.right.effects) yield* apply(command)
       }).pipe(Effect.annotateLogs({ rolloutId, event: event._tag }))
 
@@ -634,6 +665,39 @@ const makeLoop = (
         for (const { event, rolloutId, waveIndex } of replay) yield* handleHostEvent(rolloutId, event, waveIndex)
       })
 
+    /**
+     * A switch or rollback that the ledger says a previous run released, and whose outcome
+     * was never recorded (the run died), goes to the worker again as a resume: it reads the
+     * host and finishes the work without repeating what happened. Only once the control
+     * plane has every event of the rollout (its record, and whether the activation was
+     * reported started, are then what happened), and never for what this process released.
+     */
+    const resumeInterrupted = (rolloutId: string, entry: RolloutEntry, eventsQueued: boolean) =>
+      Effect.gen(function*() {
+        if (releasedHere.has(rolloutId)) return
+        const own = yield* ledger.switchOf(rolloutId)
+        const rollback = entry.record.state === "Failed" ? yield* ledger.rollbackOf(rolloutId) : undefined
+        const intent: ActivationIntent | null = entry.record.state === "Activating" && own !== undefined &&
+            own.target === entry.record.targetClosure && own.target === entry.verifiedTarget
+          ? { rolloutId, closure: own.target, rollback: false, resume: true }
+          : rollback !== undefined && rollback.failedAt === null
+          ? { rolloutId, closure: rollback.closure, rollback: true, resume: true }
+          : null
+        if (intent === null) return
+        if (eventsQueued) {
+          return yield* Effect.logInfo(
+            `the ${intent.rollback ? "rollback" : "switch"} released before the restart is taken up once the ` +
+              "control plane has this rollout's queued events"
+          )
+        }
+        noteReleased(rolloutId)
+        pendingIntents.push(intent)
+        yield* Effect.logWarning(
+          `the ${intent.rollback ? "rollback" : "switch"} to ${intent.closure} was released before the restart ` +
+            "and its outcome never recorded: resuming it"
+        )
+      })
+
     const handleSnapshot = (input: Extract<ReducerInput, { readonly _tag: "BootstrapHost" }>) =>
       Effect.gen(function*() {
         const snapshot = input.snapshot
@@ -675,6 +739,7 @@ const makeLoop = (
         if (merged.changed) {
           for (const command of rehydrationEffects(entry.record)) yield* apply(command)
         }
+        yield* resumeInterrupted(snapshot.rolloutId, entry, queued)
       }).pipe(Effect.annotateLogs({ rolloutId: input.snapshot.rolloutId }))
 
     const publish = Effect.suspend(() =>
@@ -700,8 +765,9 @@ const makeLoop = (
             // Off unless a test sets NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS.
             return yield* wedgeOnPingForTests
         }
-        yield* retryHeld
-        yield* flushIntents
+        // Checked here: both are no-ops when empty, and this runs once per input.
+        if (diskHeld.length > 0) yield* retryHeld
+        if (pendingIntents.length > 0) yield* flushIntents
         yield* evictFinished
         yield* publish
       })

@@ -22,6 +22,11 @@ export interface ActivationIntent {
   readonly rolloutId: string
   readonly closure: string
   readonly rollback: boolean
+  /**
+   * Set when a previous run of the agent released this switch or rollback and died before
+   * its outcome was recorded: the worker looks at the host before doing anything again.
+   */
+  readonly resume?: boolean
 }
 
 /**

@@ -199,7 +199,7 @@ describe("ActivationWorker", () => {
     }).pipe(
       Effect.provide(workerLayer(
         { activate: () => Effect.dieMessage("the pipeline must not run in test mode") },
-        new Map([["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", ""]])
+        new Map([["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", "1"]])
       ))
     ))
 
