@@ -57,6 +57,10 @@ export const buildBundle = async (outdir: string): Promise<esbuild.Metafile> => 
     platform: "node",
     target: "node20",
     conditions: ["@nixfleet/source"],
+    // A package's ES module build first (node's default is `main`, often CommonJS): `import()`
+    // of a CommonJS module in the bundle gives its exports as `default` only, where Node
+    // gives them by name too (OpenTelemetry's and x509's, loaded lazily, came back empty).
+    mainFields: ["module", "main"],
     external: EXTERNAL,
     outExtension: { ".js": ".mjs" },
     chunkNames: "chunks/[name]-[hash]",
@@ -80,11 +84,38 @@ export const buildBundle = async (outdir: string): Promise<esbuild.Metafile> => 
   return result.metafile
 }
 
+/**
+ * The dev control plane's `main.ts` as one file, for the tests that run it as a process
+ * (packages/agent/test/support/processes.ts): it starts in a fraction of the time its
+ * `tsc` output takes to load, module by module. Not shipped; readable as built (no
+ * minification, no source map) for a failing test's stack traces.
+ */
+export const CONTROL_PLANE_BUNDLE = Path.join(REPO, "packages/dev-control-plane/build/bundle/main.mjs")
+
+/** Builds the dev control plane's bundle into `outfile`; returns what it holds. */
+export const buildControlPlaneBundle = async (outfile: string): Promise<esbuild.Metafile> => {
+  const result = await esbuild.build({
+    absWorkingDir: REPO,
+    entryPoints: [Path.join(REPO, "packages/dev-control-plane/src/main.ts")],
+    outfile,
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    conditions: ["@nixfleet/source"],
+    banner: { js: BANNER },
+    metafile: true,
+    logLevel: "warning"
+  })
+  return result.metafile
+}
+
 if (import.meta.filename === Path.resolve(process.argv[1] ?? "")) {
   const started = performance.now()
   const metafile = await buildBundle(BUNDLE_DIR)
   Fs.mkdirSync(Path.dirname(META_FILE), { recursive: true })
   Fs.writeFileSync(META_FILE, JSON.stringify(metafile))
+  await buildControlPlaneBundle(CONTROL_PLANE_BUNDLE)
   const outputs = Object.entries(metafile.outputs).filter(([file]) => file.endsWith(".mjs"))
   const bytes = outputs.reduce((total, [, output]) => total + output.bytes, 0)
   process.stdout.write(

@@ -83,7 +83,7 @@ describeNix("ActivationPipeline against real Nix", () => {
     TIMEOUT
   )
 
-  it.scopedLive("a switch that exits 7 without flipping fails with code 7 within 2 s", () =>
+  it.scopedLive("a switch that exits 7 without flipping fails with code 7 at once", () =>
     Effect.gen(function*() {
       const { prior, sandbox } = yield* booted()
       const target = yield* buildClosure(sandbox, { name: "nixos-system-exit7", switch: { _tag: "Exit", code: 7 } })
@@ -94,7 +94,8 @@ describeNix("ActivationPipeline against real Nix", () => {
         _tag: "Left",
         left: { _tag: "SwitchFailed", phase: "switch-exited", exitCode: 7 }
       })
-      expect(elapsed).toBeLessThan(2000)
+      // Not the 300 s verify budget (room for a loaded machine).
+      expect(elapsed).toBeLessThan(30_000)
       expect(yield* currentClosure(sandbox)).toBe(prior)
     }), TIMEOUT)
 

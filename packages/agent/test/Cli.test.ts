@@ -9,11 +9,11 @@ import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { VERSION } from "../src/version.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
-const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
+/** The command as installed (the bundle, which the test run builds first). */
+const BIN = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
 const TIMEOUT = 120_000
 
-const cli = (args: ReadonlyArray<string>) =>
-  runProcess(process.execPath, ["--import", "tsx", "--conditions=@nixfleet/source", BIN, ...args], { cwd: REPO })
+const cli = (args: ReadonlyArray<string>) => runProcess(process.execPath, [BIN, ...args], { cwd: REPO })
 
 // eslint-disable-next-line no-control-regex
 const plain = (text: string) => text.replace(/\u001b\[[0-9;]*m/g, "")

@@ -19,8 +19,8 @@ import {
 import { describeNix } from "./nix/describeNix.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
-const TSX = Path.join(REPO, "node_modules/.bin/tsx")
-const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
+/** The command as installed (the bundle, which the test run builds first). */
+const BIN = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
 
 const flags = (sandbox: NixSandbox, logFormat: "json" | "pretty" = "pretty") => [
   "--current-system-path",
@@ -40,7 +40,7 @@ const flags = (sandbox: NixSandbox, logFormat: "json" | "pretty" = "pretty") => 
 ]
 
 const cli = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>) =>
-  Effect.map(runProcess(TSX, ["--conditions=@nixfleet/source", BIN, ...args], { env, cwd: REPO }), (done) => {
+  Effect.map(runProcess(process.execPath, [BIN, ...args], { env, cwd: REPO }), (done) => {
     const lines = done.stdout.trim().split("\n")
     return { ...done, result: JSON.parse(lines[lines.length - 1] ?? "null") }
   })
@@ -161,8 +161,7 @@ describeNix("nixfleet-agent activate / rollback against real Nix", () => {
             ""
           ]
         ) {
-          const done = yield* runProcess(TSX, [
-            "--conditions=@nixfleet/source",
+          const done = yield* runProcess(process.execPath, [
             BIN,
             "activate",
             hostile,
@@ -176,8 +175,7 @@ describeNix("nixfleet-agent activate / rollback against real Nix", () => {
           expect(done.stderr.trim().split("\n"), hostile).toHaveLength(1)
           expect(done.stderr, hostile).toMatch(/^nixfleet-agent: /)
         }
-        const rollback = yield* runProcess(TSX, [
-          "--conditions=@nixfleet/source",
+        const rollback = yield* runProcess(process.execPath, [
           BIN,
           "rollback",
           "--to",
@@ -206,7 +204,7 @@ describeNix("nixfleet-agent activate / rollback against real Nix", () => {
           ["no-such-command"]
         ]
       ) {
-        const done = yield* runProcess(TSX, ["--conditions=@nixfleet/source", BIN, ...args], {
+        const done = yield* runProcess(process.execPath, [BIN, ...args], {
           env: sandbox.env,
           cwd: REPO
         })

@@ -17,7 +17,7 @@ import {
   eventually,
   operator,
   REPO,
-  spawnTsx,
+  spawnScript,
   tail,
   tempDirectory
 } from "./support/processes.js"
@@ -39,9 +39,7 @@ const outside = (dir: string) => {
       XDG_CACHE_HOME: Path.join(home, ".cache"),
       XDG_CONFIG_HOME: Path.join(home, ".config"),
       XDG_DATA_HOME: Path.join(home, ".local/share"),
-      XDG_STATE_HOME: Path.join(home, ".local/state"),
-      // tsx (the test's loader, not the demo) caches compiled files under TMPDIR.
-      TSX_DISABLE_CACHE: "1"
+      XDG_STATE_HOME: Path.join(home, ".local/state")
     },
     /** Everything now under HOME and TMPDIR. */
     written: () =>
@@ -61,7 +59,7 @@ const repoChanges = () =>
   )
 
 const dev = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>) =>
-  spawnTsx("dev", AGENT, ["dev", ...args], env)
+  spawnScript("dev", AGENT, ["dev", ...args], env)
 
 /** Runs `dev` to its end, which must be exit 0; returns its stdout. */
 const completed = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>) =>
@@ -123,7 +121,8 @@ const expectBothAsExpected = (stdout: ReadonlyArray<string>) => {
 
 const readLink = (link: string) => Fs.readlinkSync(link)
 
-describe("nixfleet-agent dev", () => {
+// Each demo runs in its own sandbox, with its own control plane: the demos run concurrently.
+describe("nixfleet-agent dev", { concurrent: true }, () => {
   it.scopedLive(
     "--test-mode runs both rollouts to completion, exit 0, writing nothing outside its sandbox",
     () =>

@@ -43,7 +43,9 @@ const envelopes = (cp: DevControlPlane) =>
 /** A sandbox current-system link, so that the agent reports (and rolls back to) a real closure. */
 const linkCurrentSystem = (dir: string) => Fs.symlinkSync(`/nix/store/${PRIOR}`, Path.join(dir, "current-system"))
 
-describe("agent + dev control plane, in process", () => {
+// Each test starts its own control plane and agent and mostly waits on their timers: the
+// tests of a block run concurrently.
+describe("agent + dev control plane, in process", { concurrent: true }, () => {
   it.scopedLive(
     "a rollout reaches Converged in test mode; events carry the upstream keys and increasing seqs",
     () =>
@@ -262,46 +264,6 @@ describe("agent + dev control plane, in process", () => {
   )
 
   it.scopedLive(
-    "garbage and oversized answers: bounded memory, the agent keeps running and proceeds",
-    () =>
-      Effect.gen(function*() {
-        const cp = yield* controlPlane()
-        const dir = yield* stateDirectory
-        linkCurrentSystem(dir)
-        const { rolloutId } = yield* cp.publishRollout({
-          channel: "stable",
-          hosts: [{ hostname: HOST, targetClosure: TARGET }],
-          soakMinutes: 0.02
-        })
-        yield* cp.setFault("heartbeat", { _tag: "Oversized", bytes: 64 * 1024 * 1024 })
-        yield* cp.setFault("dispatch", { _tag: "Garbage" })
-        const before = process.memoryUsage().rss
-        const agent = yield* startAgent({
-          machineId: HOST,
-          stateDir: dir,
-          controlPlaneUrl: cp.url,
-          trustFile: cp.trustFile
-        })
-        yield* eventually(
-          "both refused",
-          Effect.map(agent.logs, (lines) =>
-            lines.some((l) =>
-              l.includes("body is not JSON")
-            ) && lines.some((l) => l.includes("body larger than")))
-        )
-        expect(process.memoryUsage().rss - before).toBeLessThan(128 * 1024 * 1024)
-        yield* cp.setFault("heartbeat", undefined)
-        yield* cp.setFault("dispatch", undefined)
-        yield* eventually(
-          "Converged after the faults",
-          Effect.map(stateOf(cp, rolloutId), (s) => s === "Converged"),
-          75_000
-        )
-      }),
-    120_000
-  )
-
-  it.scopedLive(
     "an agent stopped mid-soak and restarted rehydrates from the snapshot and finishes the soak",
     () =>
       Effect.gen(function*() {
@@ -340,7 +302,7 @@ describe("agent + dev control plane, in process", () => {
   )
 })
 
-describe("mTLS", () => {
+describe("mTLS", { concurrent: true }, () => {
   const hostKey = Fs.readFileSync(Path.join(__dirname, "fixtures/ssh/ssh_host_ed25519_key"), "utf8")
   const spki = Crypto.createPublicKey(privateKeyFrom(hostKey)).export({ format: "pem", type: "spki" }).toString()
 
@@ -419,7 +381,7 @@ describe("mTLS", () => {
     }), TIMEOUT)
 })
 
-describe("health probes, end to end", () => {
+describe("health probes, end to end", { concurrent: true }, () => {
   const probesFile = (dir: string, probes: Record<string, unknown>) => {
     const file = Path.join(dir, "health-checks.json")
     Fs.writeFileSync(file, JSON.stringify(probes))
@@ -490,4 +452,47 @@ describe("health probes, end to end", () => {
       expect(results.some((e) => e.probeName === "web" && e.status === "pass")).toBe(true)
       expect(yield* cp.quarantined).toStrictEqual([])
     }), TIMEOUT)
+})
+
+// Alone: it measures the process's memory, which concurrent tests would add to.
+describe("bounded memory", () => {
+  it.scopedLive(
+    "garbage and oversized answers: bounded memory, the agent keeps running and proceeds",
+    () =>
+      Effect.gen(function*() {
+        const cp = yield* controlPlane()
+        const dir = yield* stateDirectory
+        linkCurrentSystem(dir)
+        const { rolloutId } = yield* cp.publishRollout({
+          channel: "stable",
+          hosts: [{ hostname: HOST, targetClosure: TARGET }],
+          soakMinutes: 0.02
+        })
+        yield* cp.setFault("heartbeat", { _tag: "Oversized", bytes: 64 * 1024 * 1024 })
+        yield* cp.setFault("dispatch", { _tag: "Garbage" })
+        const before = process.memoryUsage().rss
+        const agent = yield* startAgent({
+          machineId: HOST,
+          stateDir: dir,
+          controlPlaneUrl: cp.url,
+          trustFile: cp.trustFile
+        })
+        yield* eventually(
+          "both refused",
+          Effect.map(agent.logs, (lines) =>
+            lines.some((l) =>
+              l.includes("body is not JSON")
+            ) && lines.some((l) => l.includes("body larger than")))
+        )
+        expect(process.memoryUsage().rss - before).toBeLessThan(128 * 1024 * 1024)
+        yield* cp.setFault("heartbeat", undefined)
+        yield* cp.setFault("dispatch", undefined)
+        yield* eventually(
+          "Converged after the faults",
+          Effect.map(stateOf(cp, rolloutId), (s) => s === "Converged"),
+          75_000
+        )
+      }),
+    120_000
+  )
 })

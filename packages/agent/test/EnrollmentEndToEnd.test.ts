@@ -22,7 +22,7 @@ import { fingerprintOf, HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI } from "./support/
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
 import { notifySocket } from "./support/notify.js"
-import { AGENT, spawnTsx, tail } from "./support/processes.js"
+import { AGENT, spawnScript, tail } from "./support/processes.js"
 
 const HOST = "web-01"
 const TIMEOUT = 60_000
@@ -217,9 +217,8 @@ describe("enrollment against the TLS dev control plane", () => {
           expiresAt: new Date(Date.now() - DAY)
         })
       )
-      const done = yield* runProcess(Path.join(REPO, "node_modules/.bin/tsx"), [
-        "--conditions=@nixfleet/source",
-        Path.join(REPO, "packages/agent/src/bin.ts"),
+      const done = yield* runProcess(process.execPath, [
+        AGENT,
         "run",
         ...["--control-plane-url", cp.url, "--machine-id", HOST, "--state-dir", dir],
         ...["--trust-file", cp.trustFile, "--ca-cert", cp.caFile ?? ""],
@@ -244,7 +243,7 @@ describe("enrollment under systemd", () => {
         writeToken(tokenFile, yield* cp.mintBootstrapToken({ hostname: HOST, pubkey: HOST_PUBKEY }))
         const socket = Path.join(dir, "notify.sock")
         const { received } = yield* notifySocket(socket)
-        const agent = yield* spawnTsx("agent", AGENT, [
+        const agent = yield* spawnScript("agent", AGENT, [
           "run",
           ...["--control-plane-url", cp.url, "--machine-id", HOST, "--state-dir", dir],
           ...["--trust-file", cp.trustFile, "--ca-cert", cp.caFile ?? ""],

@@ -13,7 +13,7 @@ import { dispatchAck, HOST, openOutbox, probeResult, ROLLOUT_A, ROLLOUT_B } from
 import {
   AGENT,
   eventually,
-  spawnTsx,
+  spawnScript,
   startAgent,
   startControlPlane,
   tail,
@@ -28,7 +28,7 @@ const TIMEOUT = 120_000
 /** Runs `export-queue` to its end: exit code, stdout and stderr. */
 const exportQueue = (args: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const spawned = yield* spawnTsx("export-queue", AGENT, ["export-queue", ...args], {})
+    const spawned = yield* spawnScript("export-queue", AGENT, ["export-queue", ...args], {})
     const exit = yield* spawned.awaitExit(60_000)
     return { code: exit?.code, stdout: spawned.stdout().join("\n"), stderr: spawned.stderr().join("\n") }
   }).pipe(Effect.scoped)

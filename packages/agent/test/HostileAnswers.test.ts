@@ -20,6 +20,7 @@ import { eventually, type RunningAgent, startAgent, stateDirectory } from "./sup
 import { HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI } from "./support/certificates.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
+import { AGENT } from "./support/processes.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
 const DAY = 24 * 3600_000
@@ -347,7 +348,8 @@ describe("ControlPlaneClient against hostile answers", () => {
 // The workers: one logged line, and the agent goes on
 // ---------------------------------------------------------------------------------------
 
-describe("the agent's workers against hostile answers", () => {
+// Each test runs its own control plane and agent, and mostly waits: they run concurrently.
+describe("the agent's workers against hostile answers", { concurrent: true }, () => {
   it.scopedLive(
     "long-poll, boot recovery, heartbeat, manifest poll, dispatch checks and sender: one warning each, and the agent goes on",
     () =>
@@ -509,9 +511,8 @@ describe("enrollment against hostile answers", () => {
         const cp = yield* start()
         const { certFile, dir, tokenFile } = yield* setup(cp)
         yield* cp.setFault("enroll", { _tag: "Status", status: 200, body: certificateBodies.deep })
-        const done = yield* runProcess(Path.join(REPO, "node_modules/.bin/tsx"), [
-          "--conditions=@nixfleet/source",
-          Path.join(REPO, "packages/agent/src/bin.ts"),
+        const done = yield* runProcess(process.execPath, [
+          AGENT,
           "run",
           ...["--control-plane-url", cp.url, "--machine-id", "web-01", "--state-dir", dir],
           ...["--trust-file", cp.trustFile],

@@ -17,7 +17,7 @@ import {
   HOST,
   logged,
   publish,
-  spawnTsx,
+  spawnScript,
   startAgent,
   startControlPlane,
   tail,
@@ -33,7 +33,7 @@ const TIMEOUT = 90_000
 /** The hostile control plane in front of `cp`; the agent is pointed at it. */
 const hostileProxy = (cp: ControlPlane) =>
   Effect.gen(function*() {
-    const proxy = yield* spawnTsx("hostile control plane", PROXY, [cp.url], {})
+    const proxy = yield* spawnScript("hostile control plane", PROXY, [cp.url], {})
     yield* eventually("the hostile control plane's address", Effect.sync(() => proxy.stdout().length > 0), 30_000)
     const { url } = yield* Schema.decode(Schema.parseJson(Schema.Struct({ url: Schema.String })))(proxy.stdout()[0]!)
     const forge = (snapshots: ReadonlyArray<Record<string, unknown>>) =>

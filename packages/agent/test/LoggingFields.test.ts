@@ -14,7 +14,7 @@ import {
   HOST,
   publish,
   type Spawned,
-  spawnTsx,
+  spawnScript,
   startControlPlane,
   tail,
   tempDirectory,
@@ -120,7 +120,7 @@ const run = (env: Record<string, string>, rootFlags: ReadonlyArray<string> = [])
     const dir = yield* tempDirectory
     const cp = yield* startControlPlane(Path.join(dir, "cp"))
     const host = testModeHost(dir)
-    const agent = yield* spawnTsx("agent", AGENT, [
+    const agent = yield* spawnScript("agent", AGENT, [
       ...rootFlags,
       "run",
       "--control-plane-url",
@@ -155,7 +155,9 @@ const run = (env: Record<string, string>, rootFlags: ReadonlyArray<string> = [])
         ),
         (events) => Array.isArray(events) && events.length > 0
       ),
-      30_000
+      // Past a first failed fetch the manifests are polled again 30 s later.
+      60_000,
+      Effect.sync(() => tail(agent.stderr()))
     )
     return jsonLines(agent)
   })

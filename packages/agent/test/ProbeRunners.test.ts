@@ -114,7 +114,8 @@ describe("exec probe", () => {
       }))
       expect(value.failureReason).toBe("exec probe: timed out after 1s")
       expect(ms).toBeGreaterThanOrEqual(1000)
-      expect(ms).toBeLessThan(4000)
+      // Well short of the grandchild's 300 s, with room for a loaded machine.
+      expect(ms).toBeLessThan(20_000)
       const grandchild = Number(Fs.readFileSync(pidFile, "utf8").trim())
       expect(grandchild).toBeGreaterThan(0)
       // The signal is delivered at once; give the kernel a moment to tear the process down.
@@ -138,9 +139,9 @@ describe("exec probe", () => {
 
   it.live("stdin is closed: a command reading it ends at once", () =>
     Effect.gen(function*() {
-      const { ms, value } = yield* timed(probe({ kind: "exec", mode: "enforce", timeoutSecs: 5, command: ["cat"] }))
+      const { ms, value } = yield* timed(probe({ kind: "exec", mode: "enforce", timeoutSecs: 60, command: ["cat"] }))
       expect(value.status).toBe("pass")
-      expect(ms).toBeLessThan(2000)
+      expect(ms).toBeLessThan(30_000)
     }))
 })
 
@@ -218,7 +219,7 @@ describe("http probe", () => {
       const { ms, value } = yield* timed(probe({ kind: "http", mode: "enforce", url: server.url, timeoutSecs: 1 }))
       expect(value.failureReason).toBe("http probe: timed out after 1s")
       expect(ms).toBeGreaterThanOrEqual(1000)
-      expect(ms).toBeLessThan(3000)
+      expect(ms).toBeLessThan(10_000)
     }))
 
   it.scopedLive("a redirect to another host is not followed: the 302 itself is judged", () =>
@@ -317,7 +318,7 @@ describe("tcp probe", () => {
       const { ms, value } = yield* timed(probe({ kind: "tcp", mode: "enforce", port, connectTimeoutSecs: 1 }))
       expect(value.failureReason).toBe(`tcp probe: connect 127.0.0.1:${port} timed out after 1s`)
       expect(ms).toBeGreaterThanOrEqual(1000)
-      expect(ms).toBeLessThan(3000)
+      expect(ms).toBeLessThan(10_000)
     }))
 })
 

@@ -1,7 +1,7 @@
 /**
  * The agent and the dev control plane as separate processes, as they run on a host: both
- * spawned as `node --import tsx` from the repository root (each in a process group of its
- * own, killed with the test's scope), driven and observed only through the control
+ * spawned from their bundles with node from the repository root (each in a process group
+ * of its own, killed with the test's scope), driven and observed only through the control
  * plane's operator API and the agent's JSON log lines on stderr.
  */
 import { describe, expect, it } from "@effect/vitest"
@@ -67,7 +67,8 @@ const expectDeliveredInOrder = (accepted: Accepted, rolloutId: string) => {
 
 const TIMEOUT = 90_000
 
-describe("agent and dev control plane as separate processes", () => {
+// Each test runs its own control plane and agent, and mostly waits: they run concurrently.
+describe("agent and dev control plane as separate processes", { concurrent: true }, () => {
   it.scopedLive(
     "a rollout reaches Converged in activation test mode; events have seqs 1..n and exactly the upstream keys",
     () =>

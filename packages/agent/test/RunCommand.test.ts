@@ -13,12 +13,11 @@ import { eventually, stateDirectory } from "./support/agentHarness.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
-const TSX = Path.join(REPO, "node_modules/.bin/tsx")
-const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
+/** The command as installed (the bundle, which the test run builds first). */
+const BIN = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
 const TIMEOUT = 120_000
 
-const run = (args: ReadonlyArray<string>) =>
-  runProcess(TSX, ["--conditions=@nixfleet/source", BIN, "run", ...args], { cwd: REPO })
+const run = (args: ReadonlyArray<string>) => runProcess(process.execPath, [BIN, "run", ...args], { cwd: REPO })
 
 const oneLine = (stderr: string) => stderr.trim().split("\n")
 
@@ -93,15 +92,11 @@ describe("nixfleet-agent run stops on request", () => {
       Effect.gen(function*() {
         const dir = yield* stateDirectory
         const trustFile = writeTrustFile(dir, makeSigner())
-        // One process (tsx as a loader, not as a wrapper that relays signals), so the
-        // signals reach the agent itself. Nothing listens on port 1: boot recovery gives up
-        // at once and the workers keep retrying.
+        // One process, so the signals reach the agent itself. Nothing listens on port 1:
+        // boot recovery gives up at once and the workers keep retrying.
         const child = yield* Effect.acquireRelease(
           Effect.sync(() =>
             spawn(process.execPath, [
-              "--import",
-              "tsx",
-              "--conditions=@nixfleet/source",
               BIN,
               "run",
               "--control-plane-url",

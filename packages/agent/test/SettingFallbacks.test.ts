@@ -12,7 +12,7 @@ import { config as agentConfig } from "../src/AgentConfig.js"
 import { pipelineConfig } from "../src/PipelineConfig.js"
 import { StatusReportJson } from "../src/StatusReport.js"
 import { stateDirectory } from "./support/agentHarness.js"
-import { AGENT, eventually, REPO, spawnTsx, tail } from "./support/processes.js"
+import { AGENT, eventually, REPO, spawnScript, tail } from "./support/processes.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"
 
 const TIMEOUT = 120_000
@@ -194,9 +194,6 @@ const status = (stateDir: string, json: boolean) =>
   runProcess(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "--conditions=@nixfleet/source",
       AGENT,
       "status",
       ...(json ? ["--json"] : []),
@@ -216,7 +213,7 @@ const runWith = (args: ReadonlyArray<string>, env: Readonly<Record<string, strin
   Effect.gen(function*() {
     const dir = yield* stateDirectory
     const trustFile = writeTrustFile(dir, makeSigner())
-    const agent = yield* spawnTsx("agent", AGENT, [
+    const agent = yield* spawnScript("agent", AGENT, [
       "run",
       "--control-plane-url",
       "http://127.0.0.1:1",

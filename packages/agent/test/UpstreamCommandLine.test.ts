@@ -13,7 +13,8 @@ import { withDefaultCommand } from "../src/cli/Cli.js"
 import { accepted, parseArgv } from "./support/runParser.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
-const BIN = Path.join(REPO, "packages/agent/src/bin.ts")
+/** The command as installed (the bundle, which the test run builds first). */
+const BIN = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
 const TIMEOUT = 120_000
 
 /**
@@ -64,7 +65,7 @@ const cli = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>> 
   const clean = Object.fromEntries(
     Object.keys(process.env).filter((key) => key.startsWith("NIXFLEET_AGENT_")).map((key) => [key, ""])
   )
-  return runProcess(process.execPath, ["--import", "tsx", "--conditions=@nixfleet/source", BIN, ...args], {
+  return runProcess(process.execPath, [BIN, ...args], {
     cwd: REPO,
     env: { ...clean, ...env }
   })

@@ -75,7 +75,7 @@ describe("dispatch long-poll", () => {
       const cp = yield* start()
       yield* cp.setReady(true)
       const started = Date.now()
-      const parked = yield* Effect.fork(poll(cp, "web-01", "10"))
+      const parked = yield* Effect.fork(poll(cp, "web-01", "60"))
       yield* Effect.sleep("200 millis")
       yield* cp.queueDispatch("web-02", raw("web-02", "stable@0a"))
       yield* Effect.sleep("200 millis")
@@ -84,7 +84,8 @@ describe("dispatch long-poll", () => {
       const answer = yield* Fiber.join(parked)
       expect(answer.status).toBe(200)
       expect(JSON.parse(answer.text).rollout_id).toBe("stable@0b")
-      expect(Date.now() - started).toBeLessThan(5_000)
+      // Woken, well before the 60 s window ends (room for a loaded machine).
+      expect(Date.now() - started).toBeLessThan(30_000)
       // The other host's dispatch was not consumed by the wake-up.
       expect((yield* poll(cp, "web-02", "0")).status).toBe(200)
     }))
@@ -99,7 +100,7 @@ describe("dispatch long-poll", () => {
       expect(answer.status).toBe(204)
       expect(answer.body.length).toBe(0)
       expect(elapsed).toBeGreaterThanOrEqual(950)
-      expect(elapsed).toBeLessThan(3_000)
+      expect(elapsed).toBeLessThan(10_000)
     }))
 
   it.scopedLive("refuses a wait that is not a u64 with 400", () =>

@@ -1,18 +1,24 @@
 /**
  * The agent and the dev control plane as separate processes, for the tests that run them
- * so: spawned as `node --import tsx` from the repository root (each in a process group of
- * its own, killed with the test's scope), driven through the control plane's operator API.
+ * so: the CLI as users run it (`packages/agent/bin`, the bundle) and the dev control plane's
+ * bundle, spawned with node from the repository root (each in a process group of its own,
+ * killed with the test's scope), driven through the control plane's operator API. Both
+ * bundles start in a fraction of a second, where the sources through tsx take seconds
+ * each (more under load); the test run rebuilds them first (scripts/testBuild.ts).
  */
 import { Effect, Schema, type Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { CONTROL_PLANE_BUNDLE } from "../../../../scripts/bundle.js"
 import { PRIOR } from "./fixtures.js"
 
 export const REPO = Path.resolve(__dirname, "../../../..")
-export const AGENT = Path.join(REPO, "packages/agent/src/bin.ts")
-const CONTROL_PLANE = Path.join(REPO, "packages/dev-control-plane/src/main.ts")
+/** The `nixfleet-agent` command as installed: the bin script, which loads the bundle. */
+export const AGENT = Path.join(REPO, "packages/agent/bin/nixfleet-agent.js")
+/** The command line's source, for the tests that look at the modules it loads. */
+export const AGENT_SOURCE = Path.join(REPO, "packages/agent/src/bin.ts")
 export const HOST = "web-01"
 
 // ---------------------------------------------------------------------------------------
@@ -70,28 +76,24 @@ const environment = (extra: Readonly<Record<string, string>>): Record<string, st
   return { ...env, ...extra }
 }
 
+/** The node arguments that run `script`: TypeScript through tsx (as a loader, not a wrapper relaying signals). */
+const scriptArgs = (script: string): ReadonlyArray<string> =>
+  script.endsWith(".ts") ? ["--import", "tsx", "--conditions=@nixfleet/source", script] : [script]
+
 /**
- * Spawns `node --import tsx --conditions=@nixfleet/source <script> ...args` from the
- * repository root in a new process group (tsx as a loader, so signals reach the program
- * itself, not a wrapper relaying them); the scope's finalizer SIGKILLs the group and waits
- * for the leader.
+ * Spawns `node <script> ...args` (a `.ts` script from the sources through tsx) from the
+ * repository root in a new process group; the scope's finalizer SIGKILLs the group and
+ * waits for the leader.
  */
-export const spawnTsx = (
+export const spawnScript = (
   name: string,
   script: string,
   args: ReadonlyArray<string>,
   env: Readonly<Record<string, string>>
 ): Effect.Effect<Spawned, never, Scope.Scope> =>
-  spawnNode(name, ["--import", "tsx", "--conditions=@nixfleet/source", script, ...args], env)
+  spawnProgram(name, process.execPath, [...scriptArgs(script), ...args], env)
 
-/** `node ...args` as {@link spawnTsx} spawns it: a JavaScript program, such as the built bundle. */
-export const spawnNode = (
-  name: string,
-  args: ReadonlyArray<string>,
-  env: Readonly<Record<string, string>>
-): Effect.Effect<Spawned, never, Scope.Scope> => spawnProgram(name, process.execPath, args, env)
-
-/** Any program as {@link spawnNode} spawns node (e.g. `unshare`, which then execs node). */
+/** Any program as {@link spawnScript} spawns node (e.g. `unshare`, which then execs node). */
 export const spawnProgram = (
   name: string,
   program: string,
@@ -211,7 +213,7 @@ export interface ControlPlane {
 
 export const startControlPlane = (dir: string): Effect.Effect<ControlPlane, Error, Scope.Scope> =>
   Effect.gen(function*() {
-    const spawned = yield* spawnTsx("control plane", CONTROL_PLANE, ["--dir", dir], {})
+    const spawned = yield* spawnScript("control plane", CONTROL_PLANE_BUNDLE, ["--dir", dir], {})
     yield* eventually(
       "the control plane's start line",
       Effect.sync(() => spawned.stdout().length > 0 || spawned.exited() !== undefined),
@@ -316,16 +318,13 @@ export interface AgentPaths {
 
 export const TEST_MODES = { NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1", NIXFLEET_AGENT_PROBE_TEST_MODE: "1" }
 
-/** `run` from the sources (through tsx), or from `bin`, a built JavaScript entry point such as the bundle's. */
+/** `run`, from `bin` (default: the installed command, {@link AGENT}). */
 export const startAgent = (
   cp: ControlPlane,
   paths: AgentPaths,
   env: Readonly<Record<string, string>>,
-  bin?: string
-): Effect.Effect<Spawned, never, Scope.Scope> => {
-  const args = agentArgs(cp, paths)
-  return bin === undefined ? spawnTsx("agent", AGENT, args, env) : spawnNode("agent", [bin, ...args], env)
-}
+  bin: string = AGENT
+): Effect.Effect<Spawned, never, Scope.Scope> => spawnScript("agent", bin, agentArgs(cp, paths), env)
 
 const agentArgs = (cp: ControlPlane, paths: AgentPaths): Array<string> => [
   "run",
@@ -348,11 +347,8 @@ const agentArgs = (cp: ControlPlane, paths: AgentPaths): Array<string> => [
   ...(paths.extraFlags ?? [])
 ]
 
-/** The node arguments {@link startAgent} runs the agent from its sources with. */
+/** The node arguments {@link startAgent} runs the agent with. */
 export const agentNodeArgs = (cp: ControlPlane, paths: AgentPaths): ReadonlyArray<string> => [
-  "--import",
-  "tsx",
-  "--conditions=@nixfleet/source",
   AGENT,
   ...agentArgs(cp, paths)
 ]
