@@ -249,7 +249,11 @@ in
       description = ''
         How the switch is fired (`--switch-method`). `direct` starts it as a detached child
         of the agent: under a service manager that stops the agent's whole process group or
-        cgroup, stopping the agent stops the switch too.
+        cgroup, stopping the agent stops the switch too. On NixOS, `systemd-run` (the
+        default) also sandboxes the agent's own unit (read-only system, no capabilities,
+        Nix through nix-daemon: `systemd-analyze security` exposure under 5), since the
+        switch and the rollback run in transient units with full rights; with `direct` the
+        switch runs inside the agent's unit, which therefore stays unsandboxed.
       '';
     };
 

@@ -34,6 +34,60 @@ let
       config.environment.etc.${caEtcName} or null
     else
       null;
+
+  # The sandbox of the agent's own unit, with the systemd-run switch only: there the switch
+  # and the rollback (and `switch-to-configuration boot`) run in transient units that PID 1
+  # starts with full rights, outside this sandbox, so the agent itself needs no more than
+  # to read the system, write its own files, talk to nix-daemon and systemd over their
+  # sockets and reach the control plane. With `direct` the switch is the agent's child and
+  # inherits whatever confines the agent: any of this would break it, so `direct` gets none.
+  hardened = cfg.switchMethod == "systemd-run";
+  hardening = {
+    # Read-only /, /usr, /etc, /boot; writable: the state directories (StateDirectory),
+    # these, and /dev/shm. The system profile's generations are links the Nix client
+    # writes; the store, its database and GC roots are written by nix-daemon (NIX_REMOTE).
+    ProtectSystem = "strict";
+    ReadWritePaths =
+      [
+        "/nix/var/nix/profiles"
+        cfg.stateDir
+      ]
+      # Optional ("-"): a missing directory is the agent's error to report, with its path,
+      # not a namespace failure at start.
+      ++ lib.optional (cfg.tls.clientCert != null) "-${dirOf cfg.tls.clientCert}"
+      ++ lib.optional (cfg.metrics.textfile != null) "-${dirOf cfg.metrics.textfile}";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    PrivateMounts = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    # Not MemoryDenyWriteExecute: V8's JIT writes the code it then runs.
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [ "@system-service" ];
+    SystemCallErrorNumber = "EPERM";
+    # Unix sockets (nix-daemon, D-Bus, sd_notify, the status socket), IP (control plane,
+    # metrics, probes), netlink (interface lookups).
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+      "AF_NETLINK"
+    ];
+    # Root owns every file the agent touches: it needs no capability at all. Exec probes
+    # run with the same (none): a probe that needs one is a unit of its own to query.
+    CapabilityBoundingSet = "";
+    UMask = "0077";
+  };
 in
 {
   _file = ./nixos-module.nix;
@@ -79,6 +133,8 @@ in
         # module's location).
         XDG_CACHE_HOME = "/var/lib/nixfleet/.cache";
       }
+      # The sandboxed agent cannot write the store: nix-daemon realises and roots for it.
+      // lib.optionalAttrs hardened { NIX_REMOTE = "daemon"; }
       // lib.optionalAttrs (cfg.tags != [ ]) { NIXFLEET_TAGS = lib.concatStringsSep "," cfg.tags; }
       // cfg.environment;
 
@@ -113,11 +169,12 @@ in
         # /var/lib/nixfleet: the client certificate and XDG_CACHE_HOME.
         StateDirectory = [ "nixfleet" ] ++ lib.optional managedStateDir stateDirectory;
         StateDirectoryMode = "0700";
-        # Runs as root with no sandboxing beyond this: it realises closures, sets the
-        # system profile and runs switch-to-configuration, which is `nixos-rebuild switch`
-        # as a daemon. Any confinement would break the switch, not contain it.
+        # With `direct` this is all: the switch (`nixos-rebuild switch` as a daemon) runs
+        # inside the agent's unit, and any confinement would break it, not contain it. With
+        # `systemd-run`, `hardening` above.
         NoNewPrivileges = true;
       }
+      // lib.optionalAttrs hardened hardening
       // lib.optionalAttrs (cfg.watchdogSec != null) { WatchdogSec = cfg.watchdogSec; };
     };
   };

@@ -1,6 +1,7 @@
 /**
  * The agent's unit under a real systemd (the systemd box, as in SystemdUnit.test.ts): the
- * unit the NixOS module renders, ExecStart pointed at the built CLI, against the dev
+ * unit the NixOS module renders, ExecStart pointed at the installed CLI (the bin script on
+ * the bundle, built from the sources into the run's directory), against the dev
  * control plane in a separate process. Medians of several runs of:
  *
  * 1. `systemctl start` → it returns (Type=notify: READY=1, sent after boot recovery), idle;
@@ -26,8 +27,9 @@ import {
   agentUnit,
   type Box,
   boxMissing,
-  buildCli,
+  cliArgv,
   eventually,
+  installCli,
   startBox,
   tempDirectory,
   UNIT
@@ -38,7 +40,6 @@ const RUNS = 5
 const HOST = "web-01"
 const TSX = Path.join(REPO, "node_modules/.bin/tsx")
 const CONTROL_PLANE = Path.join(REPO, "packages/dev-control-plane/src/main.ts")
-const CLI = Path.join(REPO, "packages/agent/dist/bin.js")
 /** A valid store basename; nothing is realised in activation test mode. */
 const TEST_TARGET = "0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-nixos-system-bench"
 const TEST_MODES = { NIXFLEET_AGENT_ACTIVATION_TEST_MODE: "1", NIXFLEET_AGENT_PROBE_TEST_MODE: "1" }
@@ -146,8 +147,12 @@ const report = (label: string, samples: ReadonlyArray<number>) =>
 // The unit
 // ---------------------------------------------------------------------------------------
 
-const install = (box: Box, pkg: string, settings: Readonly<Record<string, unknown>>) =>
-  Effect.flatMap(agentUnit(settings, pkg), (unit) => box.install(`${UNIT}.service`, unit, DROP_IN))
+/** With `dir` (under /tmp, which the hardened unit's PrivateTmp replaces) bound into the unit. */
+const install = (box: Box, dir: string, pkg: string, settings: Readonly<Record<string, unknown>>) =>
+  Effect.flatMap(
+    agentUnit(settings, pkg),
+    (unit) => box.install(`${UNIT}.service`, unit, `${DROP_IN}BindPaths=${dir}\n`)
+  )
 
 const mainPid = (box: Box) => Effect.map(box.show(`${UNIT}.service`, ["MainPID"]), (p) => p["MainPID"] ?? "0")
 
@@ -158,7 +163,7 @@ const lifecycle = (box: Box, dir: string, pkg: string) =>
     Fs.mkdirSync(stateDir)
     const currentSystem = Path.join(dir, "current-system")
     Fs.symlinkSync("/nix/store/9z8y7x6w5v4s3r2q1p0n9m8l7k6j5i4h-nixos-system-bench", currentSystem)
-    yield* install(box, pkg, {
+    yield* install(box, dir, pkg, {
       controlPlaneUrl: cp.url,
       machineId: HOST,
       trustFile: cp.trustFile,
@@ -227,7 +232,14 @@ const lifecycle = (box: Box, dir: string, pkg: string) =>
 
 const FiredLine = Schema.parseJson(Schema.Struct({ message: Schema.String, timestamp: Schema.String }))
 
-const activate = (box: Box, sandbox: NixSandbox, booted: string, closure: string, method: string) =>
+const activate = (
+  box: Box,
+  cli: string,
+  sandbox: NixSandbox,
+  booted: string,
+  closure: string,
+  method: string
+) =>
   Effect.gen(function*() {
     Fs.rmSync(sandbox.currentSystem, { force: true })
     Fs.symlinkSync(`/nix/store/${booted}`, sandbox.currentSystem)
@@ -235,8 +247,7 @@ const activate = (box: Box, sandbox: NixSandbox, booted: string, closure: string
       "env",
       "NIX_CONFIG=substituters =",
       `HOME=${sandbox.home}`,
-      process.execPath,
-      CLI,
+      ...cliArgv(cli),
       "activate",
       closure,
       "--switch-method",
@@ -260,7 +271,13 @@ const activate = (box: Box, sandbox: NixSandbox, booted: string, closure: string
     return { ms, afterFire: ended - Date.parse(fired), outcome }
   })
 
-const switches = (box: Box, sandbox: NixSandbox, closures: Readonly<Record<string, string>>, booted: string) =>
+const switches = (
+  box: Box,
+  cli: string,
+  sandbox: NixSandbox,
+  closures: Readonly<Record<string, string>>,
+  booted: string
+) =>
   Effect.gen(function*() {
     process.stdout.write(`\nnixfleet-agent activate of a real switch (systemd-run next to direct), ${RUNS} runs each\n`)
     for (const [name, closure] of Object.entries(closures)) {
@@ -270,7 +287,7 @@ const switches = (box: Box, sandbox: NixSandbox, closures: Readonly<Record<strin
       }
       for (let i = 0; i < RUNS; i++) {
         for (const method of ["systemd-run", "direct"]) {
-          const run = yield* activate(box, sandbox, booted, closure, method)
+          const run = yield* activate(box, cli, sandbox, booted, closure, method)
           samples[method]!.whole.push(run.ms)
           samples[method]!.afterFire.push(run.afterFire)
           samples[method]!.outcomes.add(run.outcome ?? "?")
@@ -290,8 +307,8 @@ export const benchSystemd = () =>
       process.stdout.write(`systemd: skipped, missing ${missing}\n`)
       return
     }
-    yield* buildCli
     const dir = yield* tempDirectory("nixfleet-bench-systemd-")
+    const cli = yield* installCli(dir)
     const sandbox = yield* makeSandbox
     const booted = yield* buildClosure(sandbox, { name: "nixos-system-bench-booted", switch: { _tag: "Flip" } })
     const closures = {
@@ -304,7 +321,7 @@ export const benchSystemd = () =>
     }
     yield* boot(sandbox, booted)
     const box = yield* startBox([dir, sandbox.root], dir)
-    const pkg = agentPackage(dir)
+    const pkg = agentPackage(dir, cli)
     yield* lifecycle(box, dir, pkg)
-    yield* switches(box, sandbox, closures, booted)
+    yield* switches(box, cli, sandbox, closures, booted)
   })))

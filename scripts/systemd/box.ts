@@ -3,8 +3,9 @@
  * systemd as PID 1 of a private PID and mount namespace over a copy-on-write overlay of `/`
  * (its README says why it is the only way systemd may be started here). The unit is the
  * one the NixOS module, evaluated by nixpkgs' module system, renders; its ExecStart runs the
- * built CLI (`packages/agent/dist/bin.js`) with this node, through a stand-in package under
- * a directory shared into the box. Used by the systemd tests and the benchmark.
+ * command line as users run it (`packages/agent/bin/nixfleet-agent.js` on the bundle, with
+ * its shebang's node flags) with this node, through a stand-in package under a directory
+ * shared into the box. Used by the systemd tests and the benchmark.
  *
  * Every failure here is a setup error: the effects die with what was run and what it said.
  */
@@ -12,6 +13,7 @@ import { Effect, type Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { buildBundle } from "../bundle.js"
 import { type ProcessResult, runProcess } from "../nix/fixtures.js"
 import { evalNixos, moduleEvalMissing, onPath, REPO, type Settings } from "../nix/moduleEval.js"
 
@@ -33,15 +35,42 @@ export const boxMissing = (): string | undefined => {
 const fail = (what: string, done: ProcessResult) =>
   Effect.dieMessage(`${what} exited ${done.code ?? done.signal}:\n${done.stdout}\n${done.stderr}`)
 
+/** The native modules the bundle leaves external, linked from the checkout's node_modules. */
+const NATIVE = ["better-sqlite3", "unix-dgram"]
+
 /**
- * `npm run build`'s compile (incremental): the unit runs `dist/bin.js`, which must be the
- * source under test. Before the box starts, which sees files as they were at its start.
+ * The command line as users run it, built from the sources under test into `dir` (not the
+ * checkout's `dist/bundle`, which other builds may be rewriting): the package's
+ * `bin/nixfleet-agent.js` next to `dist/bundle` and the native modules. Its path. Before
+ * the box starts, which sees files as they were at its start.
  */
-export const buildCli = Effect.gen(function*() {
-  const tsc = Path.join(REPO, "node_modules/typescript/bin/tsc")
-  const done = yield* runProcess(process.execPath, [tsc, "-b", "tsconfig.build.json"], { cwd: REPO })
-  if (done.code !== 0) return yield* fail("tsc -b tsconfig.build.json", done)
-})
+export const installCli = (dir: string): Effect.Effect<string> =>
+  Effect.promise(async () => {
+    const root = Path.join(dir, "agent-install")
+    await buildBundle(Path.join(root, "dist/bundle"))
+    Fs.writeFileSync(Path.join(root, "package.json"), JSON.stringify({ type: "module" }))
+    Fs.mkdirSync(Path.join(root, "bin"), { recursive: true })
+    const bin = Path.join(root, "bin/nixfleet-agent.js")
+    Fs.copyFileSync(Path.join(REPO, "packages/agent/bin/nixfleet-agent.js"), bin)
+    Fs.mkdirSync(Path.join(root, "node_modules"), { recursive: true })
+    for (const name of NATIVE) {
+      Fs.symlinkSync(Path.join(REPO, "node_modules", name), Path.join(root, "node_modules", name))
+    }
+    return bin
+  })
+
+/**
+ * How the package's wrapper (nix/package.nix) runs `bin`: the variables and node flags of
+ * its shebang (`#!/usr/bin/env -S NAME=value … node --flag …`), then the script. As argv for
+ * `env`.
+ */
+export const cliArgv = (bin: string): ReadonlyArray<string> => {
+  const shebang = Fs.readFileSync(bin, "utf8").split("\n")[0] ?? ""
+  const words = shebang.replace(/^#!\/usr\/bin\/env -S /, "").split(" ").filter((word) => word !== "")
+  const node = words.indexOf("node")
+  if (node < 0) throw new Error(`no \`node\` in the shebang of ${bin}: ${shebang}`)
+  return [...words.slice(0, node), process.execPath, ...words.slice(node + 1), bin]
+}
 
 /** A temporary directory (resolved), removed with the scope. */
 export const tempDirectory = (prefix: string): Effect.Effect<string, never, Scope.Scope> =>
@@ -118,16 +147,16 @@ export const startBox = (
 
 /**
  * The stand-in package `dir/name` whose `bin/nixfleet-agent` the unit runs: `exec` of this
- * node on the built CLI (so the agent is the unit's main process, as NotifyAccess=main
- * needs). Another name stands in for another version of the package.
+ * node on the installed `bin` with its shebang's flags, as the package's wrapper does (so
+ * the agent is the unit's main process, as NotifyAccess=main needs). Another name stands in
+ * for another version of the package.
  */
-export const agentPackage = (dir: string, name = "nixfleet-agent"): string => {
+export const agentPackage = (dir: string, bin: string, name = "nixfleet-agent"): string => {
   const pkg = Path.join(dir, name)
   Fs.mkdirSync(Path.join(pkg, "bin"), { recursive: true })
-  const bin = Path.join(pkg, "bin", "nixfleet-agent")
-  const cli = Path.join(REPO, "packages/agent/dist/bin.js")
-  Fs.writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(cli)} "$@"\n`)
-  Fs.chmodSync(bin, 0o755)
+  const wrapper = Path.join(pkg, "bin", "nixfleet-agent")
+  Fs.writeFileSync(wrapper, `#!/bin/sh\nexec env ${cliArgv(bin).map((word) => JSON.stringify(word)).join(" ")} "$@"\n`)
+  Fs.chmodSync(wrapper, 0o755)
   return pkg
 }
 

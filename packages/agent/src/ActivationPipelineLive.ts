@@ -120,7 +120,7 @@ export const make = Effect.gen(function*() {
         yield* dropRoot
         if (component !== null) {
           yield* Effect.logWarning(`deferring the live switch: ${component} changes, which needs a reboot`)
-          yield* installBootEntry(target_).pipe(
+          yield* installBootEntry(target_, config.switchMethod).pipe(
             Effect.mapError((error) =>
               new SwitchFailed({ phase: error.phase, subprocessExitCode: error.exitCode, detail: error.detail })
             )
@@ -182,7 +182,10 @@ export const make = Effect.gen(function*() {
         yield* stuck.stop
       }
       const previous = yield* Effect.option(readClosure(config.currentSystemPath))
-      const present = yield* run(["nix-store", "--check-validity", storePath(closure)], { timeout: "60 seconds" }).pipe(
+      const present = yield* run(["nix-store", "--check-validity", storePath(closure)], {
+        timeout: "60 seconds",
+        children: "nix"
+      }).pipe(
         Effect.map((done) =>
           done.exitCode === 0
         ),

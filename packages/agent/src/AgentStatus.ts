@@ -7,6 +7,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { HostRolloutState } from "@nixfleet/state-machine"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -21,6 +22,7 @@ import { writeFileAtomicEffect } from "./internal/atomicFile.js"
 import { currentClosure } from "./internal/currentClosure.js"
 import { describeError } from "./internal/describeError.js"
 import { statusFile } from "./internal/stateFiles.js"
+import { announceGates, gatesOn } from "./internal/testGates.js"
 import { Outbox } from "./Outbox.js"
 import { Reducer } from "./Reducer.js"
 import { Shutdown } from "./Shutdown.js"
@@ -67,7 +69,7 @@ const summaries = (records: ReadonlyMap<string, HostRolloutState>): Array<Rollou
 export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<AgentStatus, AgentStatusService>() {
   static readonly layer: Layer.Layer<
     AgentStatus,
-    never,
+    ConfigError.ConfigError,
     StatusBoard | Reducer | Outbox | AgentConfig | Shutdown | FileSystem.FileSystem
   > = Layer.scoped(
     AgentStatus,
@@ -78,6 +80,9 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
       const config = yield* AgentConfig
       const shutdown = yield* Shutdown
       const fs = yield* FileSystem.FileSystem
+      // A gate value that is neither true nor false stops the start here (exit 78, naming the key).
+      const gates = yield* gatesOn
+      yield* announceGates(gates)
       // Once per start, here where status keeps them: the agent runs on with the defaults.
       for (const warning of config.settingWarnings) {
         yield* Effect.logError(`setting ignored: ${warning.message}`).pipe(
@@ -112,6 +117,7 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
           const deliveryBlocked = yield* Ref.get(board.deliveryBlocked)
           const held = yield* Ref.get(reducer.diskBacklog)
           const fleetRefused = yield* Ref.get(board.fleetRefused)
+          const metricsListen = yield* Ref.get(board.metricsListen)
           return {
             source: "live",
             agent: {
@@ -143,6 +149,8 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
             }),
             ...(fleetRefused === null ? {} : { fleetRefused }),
             ...(config.settingWarnings.length === 0 ? {} : { settingWarnings: config.settingWarnings }),
+            ...(gates.length === 0 ? {} : { testGates: gates }),
+            ...(metricsListen === null ? {} : { metricsListen }),
             lastError: problems.lastError,
             lastWarning: problems.lastWarning
           } satisfies StatusReport

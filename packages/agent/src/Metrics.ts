@@ -85,6 +85,17 @@ export const setDeliveryBlocked = (status: number | null): Effect.Effect<void> =
     { discard: true }
   )
 
+/**
+ * 1 while the metrics endpoint (`--metrics-listen`) is bound, 0 while its bind is refused
+ * and retried (a port taken by another process, a privileged port). Read in the textfile,
+ * or as the scrape's own failure.
+ *
+ * @since 0.1.0
+ */
+export const metricsListenUp = Metric.gauge("nixfleet_agent_metrics_listen_up", {
+  description: "1 while the metrics endpoint is bound; 0 while binding it is refused and retried"
+})
+
 const outboxPending = Metric.gauge("nixfleet_agent_outbox_pending", {
   description: "Events in the outbox waiting for the control plane"
 })

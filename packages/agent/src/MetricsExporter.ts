@@ -10,6 +10,7 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -17,6 +18,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
@@ -24,11 +26,15 @@ import type * as Net from "node:net"
 import * as Path from "node:path"
 import type { AgentConfig } from "./AgentConfig.js"
 import { writeFileAtomicEffect } from "./internal/atomicFile.js"
+import { errnoOf } from "./internal/describeError.js"
 import { parseListen } from "./internal/listen.js"
+import { describeUnsafe, findUnsafe } from "./internal/pathSafety.js"
 import { CONTENT_TYPE, render } from "./internal/prometheus.js"
-import { sampleGauges } from "./Metrics.js"
+import { metricsListenUp, sampleGauges } from "./Metrics.js"
 import type { Outbox } from "./Outbox.js"
 import type { Reducer } from "./Reducer.js"
+import { StatusBoard } from "./StatusBoard.js"
+import type { MetricsListen } from "./StatusReport.js"
 
 /** node_exporter reads the file when it is scraped; every 15 s keeps it as fresh as a scrape interval. */
 const TEXTFILE_INTERVAL = "15 seconds"
@@ -80,6 +86,24 @@ export const exposition: Effect.Effect<string, never, Outbox | Reducer | AgentCo
   )
 )
 
+/** The first retry after a refused bind; each next one waits twice as long, up to the cap. */
+const BIND_RETRY_FIRST = "1 second"
+const BIND_RETRY_CAP = "5 minutes"
+
+/**
+ * Bind retries: exponential from 1 s, at most 5 minutes apart, for as long as the agent
+ * runs. A port taken by another (local, unprivileged) process must not stop the agent, and
+ * the endpoint comes up once the port is free.
+ *
+ * @internal
+ */
+export const bindRetry = Schedule.exponential(BIND_RETRY_FIRST).pipe(
+  Schedule.union(Schedule.spaced(BIND_RETRY_CAP))
+)
+
+/** A refused bind: the system's code (EADDRINUSE, EACCES, EADDRNOTAVAIL, …) and its text. */
+class BindRefused extends Data.TaggedError("BindRefused")<{ readonly code: string; readonly detail: string }> {}
+
 const serve = (address: { readonly host: string; readonly port: number }, context: Effect.Effect<string>) =>
   Effect.gen(function*() {
     const app = Effect.gen(function*() {
@@ -88,26 +112,76 @@ const serve = (address: { readonly host: string; readonly port: number }, contex
       if (request.method !== "GET") return HttpServerResponse.text("method not allowed\n", { status: 405 })
       return HttpServerResponse.text(yield* context, { contentType: CONTENT_TYPE })
     })
-    const server = Http.createServer(yield* NodeHttpServer.makeHandler(app))
-    const bound = yield* Effect.acquireRelease(
-      Effect.async<Net.AddressInfo, MetricsExporterError>((resume) => {
-        server.once("error", (error) =>
-          resume(Effect.fail(
-            new MetricsExporterError({
-              message: `cannot serve metrics on ${address.host}:${address.port}: ${error.message}`
-            })
-          )))
-        server.listen(address.port, address.host, () => resume(Effect.succeed(server.address() as Net.AddressInfo)))
+    const handler = yield* NodeHttpServer.makeHandler(app)
+    const board = yield* Effect.serviceOption(StatusBoard)
+    const where = `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
+    const report = (state: MetricsListen) =>
+      Effect.zipRight(
+        Option.match(board, { onNone: () => Effect.void, onSome: (b) => Ref.set(b.metricsListen, state) }),
+        Metric.set(metricsListenUp, state.up ? 1 : 0)
+      )
+    const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
+
+    // One attempt: a fresh server each time (a server whose listen failed is left behind).
+    const bind = Effect.acquireRelease(
+      Effect.async<Http.Server, BindRefused>((resume) => {
+        const server = Http.createServer(handler)
+        server.once("error", (error) => {
+          server.close()
+          resume(Effect.fail(new BindRefused({ code: errnoOf(error) ?? "unknown", detail: error.message })))
+        })
+        server.listen(address.port, address.host, () => resume(Effect.succeed(server)))
       }),
-      () =>
+      (server) =>
         Effect.async<void>((resume) => {
           server.close(() => resume(Effect.void))
           server.closeAllConnections()
         })
     )
-    yield* Effect.logInfo("metrics served").pipe(
-      Effect.annotateLogs({ address: `${bound.address}:${bound.port}`, path: "/metrics" })
-    )
+
+    const failures = yield* Ref.make(0)
+    const lastCode = yield* Ref.make("")
+    const downSince = yield* Ref.make<Date | null>(null)
+    const refused = (error: BindRefused) =>
+      Effect.gen(function*() {
+        const count = yield* Ref.updateAndGet(failures, (n) => n + 1)
+        const previous = yield* Ref.getAndSet(lastCode, error.code)
+        const at = yield* now
+        const since = (yield* Ref.updateAndGet(downSince, (first) => first ?? at)) ?? at
+        yield* report({ address: where, up: false, since, error: `${error.code}: ${error.detail}` })
+        // One line when it starts failing, and again only when the reason changes: a port held
+        // for days must not fill the journal.
+        if (count === 1) {
+          yield* Effect.logError(
+            `cannot serve metrics on ${where}: ${error.detail}; the agent runs without it, retrying in the background`
+          ).pipe(Effect.annotateLogs({ address: where, errno: error.code }))
+        } else if (previous !== error.code) {
+          yield* Effect.logWarning(`still cannot serve metrics on ${where}: ${error.detail}; retrying`).pipe(
+            Effect.annotateLogs({ address: where, errno: error.code })
+          )
+        }
+      })
+
+    const served = Effect.gen(function*() {
+      const server = yield* bind.pipe(Effect.tapError(refused), Effect.retry(bindRetry))
+      const bound = server.address() as Net.AddressInfo
+      const failed = yield* Ref.get(failures)
+      yield* report({ address: where, up: true, since: yield* now, error: "" })
+      yield* Effect.logInfo(`metrics served at last, after ${failed} refused attempts`).pipe(
+        Effect.annotateLogs({ address: `${bound.address}:${bound.port}`, path: "/metrics" })
+      )
+    })
+    // The first attempt is made now, so that a free port is bound before the layer is up.
+    const first = yield* Effect.either(bind)
+    if (first._tag === "Right") {
+      yield* Effect.zipRight(
+        report({ address: where, up: true, since: yield* now, error: "" }),
+        Effect.logInfo("metrics served").pipe(Effect.annotateLogs({ address: where, path: "/metrics" }))
+      )
+      return
+    }
+    yield* refused(first.left)
+    yield* Effect.sleep(BIND_RETRY_FIRST).pipe(Effect.zipRight(served), Effect.forkScoped)
   })
 
 const textfile = (file: string, context: Effect.Effect<string>) =>
@@ -118,6 +192,15 @@ const textfile = (file: string, context: Effect.Effect<string>) =>
         new MetricsExporterError({ message: `the metrics textfile's directory ${directory} is not writable` })
       )
     )
+    // Root writing in a directory another user controls writes where that user chooses.
+    const unsafe = yield* findUnsafe(directory).pipe(
+      Effect.mapError((message) => new MetricsExporterError({ message }))
+    )
+    if (unsafe !== null) {
+      return yield* Effect.logWarning(
+        `metrics textfile disabled: unsafe directory ${describeUnsafe(unsafe)}`
+      ).pipe(Effect.annotateLogs({ file, path: unsafe.path }))
+    }
     // node_exporter runs as another user: the file is world-readable, as its collector expects.
     // Uninterruptible, and the loop stopped before the last write: an abandoned write would
     // still rename its (older) file over the last one.

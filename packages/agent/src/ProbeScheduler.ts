@@ -8,16 +8,16 @@
 import type { ProbeMode, ProbeTopologyEntry } from "@nixfleet/proto"
 import type { LocalEvent } from "@nixfleet/state-machine"
 import * as Clock from "effect/Clock"
-import * as Config from "effect/Config"
+import type * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberMap from "effect/FiberMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { AgentConfig } from "./AgentConfig.js"
 import { loadHealthChecks, type ProbeDeclaration } from "./HealthChecks.js"
+import { PROBE_TEST_MODE, switchGate } from "./internal/testGates.js"
 import { probeResults } from "./Metrics.js"
 import { runProbe } from "./probes/Runner.js"
 import { Reducer } from "./Reducer.js"
@@ -26,14 +26,12 @@ import { RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
 
 /**
- * Set to any value, resets run no probe (no file read, no topology, no tickers), as
- * upstream's gate.
+ * Set to a true value (`1`, `true`, `yes`), resets run no probe (no file read, no topology,
+ * no tickers). See `internal/testGates`.
  *
  * @since 0.1.0
  */
-export const probeTestMode = Config.option(Config.string("NIXFLEET_AGENT_PROBE_TEST_MODE")).pipe(
-  Config.map(Option.isSome)
-)
+export const probeTestMode: Config.Config<boolean> = switchGate(PROBE_TEST_MODE)
 
 /** Probes run while their rollout soaks; afterwards their results would only be refused. */
 const STILL_SOAKING = new Set(["Activating", "Deferred", "Soaking"])

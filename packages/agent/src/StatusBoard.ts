@@ -14,7 +14,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import type { DeliveryBlocked, FleetRefused, Lifecycle, LoggedProblem } from "./StatusReport.js"
+import type { DeliveryBlocked, FleetRefused, Lifecycle, LoggedProblem, MetricsListen } from "./StatusReport.js"
 
 /**
  * @since 0.1.0
@@ -36,6 +36,8 @@ export interface StatusBoardService {
   readonly deliveryBlocked: Ref.Ref<DeliveryBlocked | null>
   /** Set by the manifest poll while the last fleet.resolved fetched was refused. */
   readonly fleetRefused: Ref.Ref<FleetRefused | null>
+  /** Set by the metrics exporter: whether its endpoint is bound, or why not yet. */
+  readonly metricsListen: Ref.Ref<MetricsListen | null>
 }
 
 /** A problem's detail (its annotations on one line) is cut here: the report stays short. */
@@ -81,7 +83,8 @@ export class StatusBoard extends Context.Tag("@nixfleet/agent/StatusBoard")<Stat
         lifecycle: yield* SubscriptionRef.make<Lifecycle>("starting"),
         problems: yield* Ref.make<Problems>({ lastError: null, lastWarning: null }),
         deliveryBlocked: yield* Ref.make<DeliveryBlocked | null>(null),
-        fleetRefused: yield* Ref.make<FleetRefused | null>(null)
+        fleetRefused: yield* Ref.make<FleetRefused | null>(null),
+        metricsListen: yield* Ref.make<MetricsListen | null>(null)
       }
     })
   )

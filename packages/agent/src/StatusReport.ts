@@ -212,6 +212,40 @@ export const SettingWarning = Schema.Struct({
 export type SettingWarning = typeof SettingWarning.Type
 
 /**
+ * A test gate that is on: the agent does not really do what it reports.
+ *
+ * @since 0.1.0
+ */
+export const TestGateOn = Schema.Struct({
+  /** The environment variable, e.g. `NIXFLEET_AGENT_ACTIVATION_TEST_MODE`. */
+  gate: Schema.String,
+  value: Schema.String,
+  /** What the agent does not do while it is on. */
+  effect: Schema.String
+})
+
+/**
+ * The metrics endpoint (`--metrics-listen`): bound, or retried in the background since the
+ * first refusal.
+ *
+ * @since 0.1.0
+ */
+export const MetricsListen = Schema.Struct({
+  /** `host:port`. */
+  address: Schema.String,
+  up: Schema.Boolean,
+  /** Since when it is bound, or since when it cannot be. */
+  since: Schema.Date,
+  /** The latest refusal (errno and message), empty once bound. */
+  error: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ */
+export type MetricsListen = typeof MetricsListen.Type
+
+/**
  * `starting` until boot recovery is done, `running`, `stopping` once a shutdown was asked
  * for, `stopped` in the last report of a clean stop.
  *
@@ -258,6 +292,10 @@ export const StatusReport = Schema.Struct({
   fleetRefused: Schema.optional(FleetRefused),
   /** Settings whose value was replaced by the default (absent when none, and in older reports). */
   settingWarnings: Schema.optional(Schema.Array(SettingWarning)),
+  /** Test gates that are on (absent when none, and in older reports). */
+  testGates: Schema.optional(Schema.Array(TestGateOn)),
+  /** The metrics endpoint, when one is configured (absent otherwise, and in older reports). */
+  metricsListen: Schema.optional(MetricsListen),
   lastError: Schema.NullOr(LoggedProblem),
   lastWarning: Schema.NullOr(LoggedProblem)
 })

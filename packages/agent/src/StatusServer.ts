@@ -4,7 +4,9 @@
  * the live {@link StatusReport}. `nixfleet-agent status` asks it first.
  *
  * A socket that answers means another agent runs on the same state directory, which
- * would share its outbox: the layer then fails instead of taking the socket over.
+ * would share its outbox: the layer then fails instead of taking the socket over. Whatever
+ * else is at the path (a symlink, a file, a dead socket) is removed, never followed: the
+ * state directory is the agent's own (checked at start), so nothing there is a user's.
  *
  * @since 0.1.0
  */
@@ -59,7 +61,10 @@ export const claimStatusSocket = (stateDir: string): Effect.Effect<void, StatusS
 
 const claim = (path: string) =>
   Effect.gen(function*() {
-    if (yield* answers(path)) {
+    const found = yield* Effect.promise(() => Fs.lstat(path).catch(() => null))
+    // Only a socket is asked: a symlink there is never followed to another socket (whose
+    // answer would stop this agent), and anything but a socket is not an agent's.
+    if (found?.isSocket() === true && (yield* answers(path))) {
       return yield* new StatusServerError({
         message: `another agent is running on this state directory (its status socket ${path} answers)`
       })

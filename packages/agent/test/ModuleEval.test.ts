@@ -12,7 +12,11 @@
 import { expect, it } from "@effect/vitest"
 import { TrustConfig } from "@nixfleet/proto"
 import { Effect, Schema } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
 import * as Path from "node:path"
+import { runProcess } from "../../../scripts/nix/fixtures.js"
+import { onPath } from "../../../scripts/nix/moduleEval.js"
 import { HealthChecks } from "../src/HealthChecks.js"
 import {
   describeNeeding,
@@ -82,6 +86,84 @@ const DEFAULT_ARGV = [
   "json"
 ]
 
+/** The sandbox of the systemd-run unit, but for ReadWritePaths (which follow the settings). */
+const HARDENING = {
+  ProtectSystem: "strict",
+  ProtectHome: true,
+  PrivateTmp: true,
+  PrivateDevices: true,
+  ProtectKernelTunables: true,
+  ProtectKernelModules: true,
+  ProtectKernelLogs: true,
+  ProtectControlGroups: true,
+  ProtectClock: true,
+  ProtectHostname: true,
+  ProtectProc: "invisible",
+  PrivateMounts: true,
+  RestrictNamespaces: true,
+  RestrictRealtime: true,
+  RestrictSUIDSGID: true,
+  LockPersonality: true,
+  SystemCallArchitectures: "native",
+  SystemCallFilter: ["@system-service"],
+  SystemCallErrorNumber: "EPERM",
+  RestrictAddressFamilies: ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"],
+  CapabilityBoundingSet: "",
+  UMask: "0077"
+}
+
+/** `systemd-analyze security --offline=true` of the rendered unit: its overall exposure. */
+const exposure = (unit: string) =>
+  Effect.gen(function*() {
+    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "unit-exposure-"))
+    const file = Path.join(dir, "nixfleet-agent.service")
+    Fs.writeFileSync(file, unit)
+    const done = yield* Effect.ensuring(
+      runProcess("systemd-analyze", ["security", "--offline=true", "--no-pager", file]),
+      Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+    )
+    const figure = /Overall exposure level for nixfleet-agent\.service: (\d+\.\d+)/.exec(done.stdout)
+    if (figure?.[1] === undefined) {
+      return yield* Effect.dieMessage(`systemd-analyze said:\n${done.stdout}${done.stderr}`)
+    }
+    return Number(figure[1])
+  })
+
+describeNeeding(
+  moduleEvalMissing() ?? (onPath("systemd-analyze") ? undefined : "systemd-analyze (Debian: apt-get install systemd)"),
+  "the unit's exposure in systemd-analyze security",
+  () => {
+    it.live(
+      "systemd-run (the default): at most 5.0, the state directories and profiles writable; direct: unsandboxed, as it must be",
+      () =>
+        Effect.gen(function*() {
+          const hardened = yield* evalNixos({
+            controlPlaneUrl: URL_,
+            stateDir: "/srv/nixfleet",
+            metrics: { listen: null, textfile: "/var/lib/node-exporter/nixfleet.prom" }
+          })
+          const figure = yield* exposure(hardened.unit ?? "")
+          yield* Effect.logInfo("exposure of the systemd-run unit").pipe(Effect.annotateLogs({ figure }))
+          expect(figure).toBeLessThanOrEqual(5)
+          expect(hardened.service?.serviceConfig).toMatchObject({
+            ...HARDENING,
+            ReadWritePaths: [
+              "/nix/var/nix/profiles",
+              "/srv/nixfleet",
+              "-/var/lib/nixfleet",
+              "-/var/lib/node-exporter"
+            ]
+          })
+          const direct = yield* evalNixos({ controlPlaneUrl: URL_, switchMethod: "direct" })
+          expect(yield* exposure(direct.unit ?? "")).toBeGreaterThan(9)
+          expect(direct.service?.serviceConfig).not.toHaveProperty("ProtectSystem")
+          expect(direct.service?.environment).not.toHaveProperty("NIX_REMOTE")
+        }),
+      TIMEOUT
+    )
+  }
+)
+
 describeNeeding(moduleEvalMissing(), "the NixOS module under lib.evalModules", () => {
   it.live(
     "defaults: a notify unit running `run` with the defaults, restarted once at the end of an activation that changes it",
@@ -98,7 +180,7 @@ describeNeeding(moduleEvalMissing(), "the NixOS module under lib.evalModules", (
           stopIfChanged: false,
           restartTriggers: [],
           startLimitIntervalSec: 0,
-          environment: { XDG_CACHE_HOME: "/var/lib/nixfleet/.cache" },
+          environment: { XDG_CACHE_HOME: "/var/lib/nixfleet/.cache", NIX_REMOTE: "daemon" },
           path: [
             "/nix/store/00000000000000000000000000000000-nix",
             "/nix/store/00000000000000000000000000000000-systemd"
@@ -114,7 +196,9 @@ describeNeeding(moduleEvalMissing(), "the NixOS module under lib.evalModules", (
           StateDirectory: ["nixfleet", "nixfleet-agent"],
           StateDirectoryMode: "0700",
           NoNewPrivileges: true,
-          WatchdogSec: "120s"
+          WatchdogSec: "120s",
+          ...HARDENING,
+          ReadWritePaths: ["/nix/var/nix/profiles", "/var/lib/nixfleet-agent", "-/var/lib/nixfleet"]
         })
         expect(result.tmpfiles).toStrictEqual([])
         expect(result.etc).toStrictEqual({})
@@ -197,6 +281,7 @@ describeNeeding(moduleEvalMissing(), "the NixOS module under lib.evalModules", (
       })
       expect(result.service?.environment).toStrictEqual({
         XDG_CACHE_HOME: "/var/lib/nixfleet/.cache",
+        NIX_REMOTE: "daemon",
         NIXFLEET_TAGS: "web,eu-west",
         NIXFLEET_AGENT_PROBE_TEST_MODE: "1"
       })

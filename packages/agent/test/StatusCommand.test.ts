@@ -16,7 +16,7 @@ import {
   eventually,
   publish,
   type Spawned,
-  spawnTsx,
+  spawnScript,
   startAgent,
   startControlPlane,
   tail,
@@ -30,7 +30,7 @@ const TIMEOUT = 90_000
 /** Runs `status` to its end: exit code, stdout and stderr. */
 const status = (args: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const spawned = yield* spawnTsx("status", AGENT, ["status", ...args], {})
+    const spawned = yield* spawnScript("status", AGENT, ["status", ...args], {})
     const exit = yield* spawned.awaitExit(30_000)
     return { code: exit?.code, stdout: spawned.stdout().join("\n"), stderr: spawned.stderr().join("\n") }
   }).pipe(Effect.scoped)
@@ -44,7 +44,8 @@ const converged = (cp: ControlPlane, agent: Spawned) =>
     return rolloutId
   })
 
-describe("nixfleet-agent status", () => {
+// Each test has its own state directory, control plane and agent: they run concurrently.
+describe("nixfleet-agent status", { concurrent: true }, () => {
   it.scopedLive(
     "asks the running agent, then reads the state directory once it has stopped",
     () =>

@@ -7,12 +7,16 @@
  * pinged, and a wedged reducer gets the agent killed and restarted; `systemctl stop` exits
  * 0, also mid-rollout and mid-switch; a SIGKILLed agent is restarted and resumes its
  * rollout with no event lost or duplicated; the production switch method, `systemd-run`,
- * detects every outcome of a real switch as `direct` does and leaves no transient unit, and
+ * detects every outcome of a real switch as `direct` does and leaves no transient unit (and
+ * a fire waits out an ended switch unit that its client still holds), and
  * the agent survives a switch that restarts it, and an activation that changes the agent's
  * unit (a new package, flag and environment, as NixOS's switch handles a changed unit) has
  * the new agent running within a minute, the switch ended and the rollout converged once;
  * the reference agent's command line reaches READY; the journal gets one JSON object per
- * line.
+ * line. The module's default unit is the sandboxed one (ProtectSystem=strict, no
+ * capabilities, Nix through nix-daemon, started here in the box): rollouts converge under
+ * it, the switch and rollback running with full rights in their transient units. The
+ * agent runs as users run it: `bin/nixfleet-agent.js` on the bundle, built from the sources.
  *
  * The evaluated unit gets a drop-in, never a change to the module: RestartSec=1 (the
  * module's 30 s would only slow the restart tests down), an ExecStopPost that records how
@@ -34,8 +38,9 @@ import {
   agentUnit,
   type Box,
   boxMissing,
-  buildCli,
+  cliArgv,
   eventually,
+  installCli,
   startBox,
   tempDirectory,
   UNIT
@@ -56,17 +61,18 @@ import {
   TEST_MODES
 } from "./support/processes.js"
 
-const REPO = Path.resolve(__dirname, "../../..")
-const CLI = Path.join(REPO, "packages/agent/dist/bin.js")
 const TIMEOUT = 120_000
 
 /**
- * The test drop-in: a short RestartSec, and one line per end of the agent's process in
- * `exits` (`$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`, e.g. `success exited 0`).
+ * The test drop-in: a short RestartSec, one line per end of the agent's process in `exits`
+ * (`$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`, e.g. `success exited 0`), and the test's
+ * directories (under /tmp, which the hardened unit's PrivateTmp replaces) bound into the
+ * unit's namespace: the state directories, the sandbox's profile, lock and current-system.
  */
-const dropIn = (host: AgentHost) =>
+const dropIn = (host: AgentHost, { dir, sandbox }: Pick<Env, "dir" | "sandbox">) =>
   "[Service]\nRestartSec=1\n" +
-  `ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >> ${host.exits}'\n`
+  `ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >> ${host.exits}'\n` +
+  `BindPaths=${dir} ${sandbox.root}\n`
 
 /** How each run of the agent ended, oldest first. */
 const exits = (host: AgentHost): ReadonlyArray<string> =>
@@ -109,6 +115,8 @@ interface Env {
   readonly box: Box
   /** Shared with the box: state directories, the control planes, the agent package. */
   readonly dir: string
+  /** The installed command line (`bin/nixfleet-agent.js` on the bundle) the packages run. */
+  readonly cli: string
   readonly pkg: string
   readonly sandbox: NixSandbox
   readonly closures: Closures
@@ -120,8 +128,8 @@ class SystemdEnv extends Context.Tag("test/SystemdEnv")<SystemdEnv, Env>() {}
 const envLayer = Layer.scoped(
   SystemdEnv,
   Effect.gen(function*() {
-    yield* buildCli
     const dir = yield* tempDirectory("nixfleet-systemd-")
+    const cli = yield* installCli(dir)
     const sandbox = yield* makeSandbox
     const build = (name: string, behaviour: Parameters<typeof buildClosure>[1]["switch"]) =>
       buildClosure(sandbox, { name: `nixos-system-web-01-${name}`, switch: behaviour })
@@ -143,7 +151,7 @@ const envLayer = Layer.scoped(
     }
     const upgradeHost = yield* makeHost(dir)
     const metricsPort = yield* unusedPort
-    const upgradedPkg = agentPackage(dir, "nixfleet-agent-upgraded")
+    const upgradedPkg = agentPackage(dir, cli, "nixfleet-agent-upgraded")
     const newUnit = yield* agentUnit(
       nixSettingsFor(sandbox, upgradeHost, { metrics: { listen: `127.0.0.1:${metricsPort}` }, tags: ["upgraded"] }),
       upgradedPkg
@@ -169,9 +177,11 @@ const envLayer = Layer.scoped(
         }
       })
     )
-    const pkg = agentPackage(dir)
+    const pkg = agentPackage(dir, cli)
     const box = yield* startBox([dir, sandbox.root], dir)
-    return { box, dir, pkg, sandbox, closures, upgrade }
+    // The hardened unit reaches the store through nix-daemon (NIX_REMOTE=daemon), as on NixOS.
+    yield* box.run(["systemctl", "start", "nix-daemon.socket"])
+    return { box, dir, cli, pkg, sandbox, closures, upgrade }
   })
 )
 
@@ -235,9 +245,10 @@ const nixSettingsFor = (sandbox: NixSandbox, host: AgentHost, extra: Readonly<Re
 /** Installs the evaluated unit and the test drop-in; stopped and reset when the test ends. */
 const installAgent = (host: AgentHost, settings: Readonly<Record<string, unknown>>, extraDropIn = "") =>
   Effect.gen(function*() {
-    const { box, pkg } = yield* SystemdEnv
-    const unit = yield* agentUnit(settings, pkg)
-    yield* box.install(`${UNIT}.service`, unit, dropIn(host) + extraDropIn)
+    const env = yield* SystemdEnv
+    const { box } = env
+    const unit = yield* agentUnit(settings, env.pkg)
+    yield* box.install(`${UNIT}.service`, unit, dropIn(host, env) + extraDropIn)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         yield* box.exec([
@@ -507,7 +518,8 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
       "the reference agent's command line (no subcommand, --poll-interval, --compliance-gate-mode) reaches READY",
       () =>
         Effect.gen(function*() {
-          const { box, pkg } = yield* SystemdEnv
+          const env = yield* SystemdEnv
+          const { box, pkg } = env
           yield* rotateJournal
           const host = yield* newHost
           const unit = yield* installAgent(host, settingsFor(host, { environment: TEST_MODES }))
@@ -530,7 +542,7 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
             Path.join(host.stateDir, "..", "no-ssh-host-key")
           ].join(" ")
           expect(unit).toMatch(/^ExecStart=\S+ run /m)
-          yield* box.install(`${UNIT}.service`, unit, `${dropIn(host)}ExecStart=\nExecStart=${reference}\n`)
+          yield* box.install(`${UNIT}.service`, unit, `${dropIn(host, env)}ExecStart=\nExecStart=${reference}\n`)
           yield* box.run(["systemctl", "start", `${UNIT}.service`])
           expect(yield* show(["ActiveState", "StatusText", "ExecStart"])).toMatchObject({
             ActiveState: "active",
@@ -553,7 +565,7 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
     /** `nixfleet-agent activate` inside the box: the pipeline's outcome, as JSON, and how long it took. */
     const activate = (closure: string, method: "systemd-run" | "direct", verifySecs = 30) =>
       Effect.gen(function*() {
-        const { box, sandbox } = yield* SystemdEnv
+        const { box, cli, sandbox } = yield* SystemdEnv
         Fs.rmSync(sandbox.currentSystem, { force: true })
         Fs.symlinkSync(`/nix/store/${(yield* SystemdEnv).closures.booted}`, sandbox.currentSystem)
         const started = Date.now()
@@ -561,8 +573,7 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
           "env",
           "NIX_CONFIG=substituters =",
           `HOME=${sandbox.home}`,
-          process.execPath,
-          CLI,
+          ...cliArgv(cli),
           "activate",
           closure,
           "--switch-method",
@@ -584,6 +595,18 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
         return { ...result, status: done.code, ms, stderr: done.stderr }
       })
 
+    /**
+     * A `systemd-run --wait` client of `nixfleet-switch` (a 0.5 s sleep) stopped once its
+     * unit runs, so the ended unit stays loaded; the client is continued 3 s later.
+     */
+    const HOLD_ENDED_SWITCH_UNIT = [
+      "systemd-run --unit=nixfleet-switch --collect --wait /usr/bin/sleep 0.5 >/dev/null 2>&1 & client=$!",
+      "until systemctl -q is-active nixfleet-switch.service; do sleep 0.05; done",
+      "kill -STOP $client",
+      "until [ \"$(systemctl show -P ActiveState nixfleet-switch.service)\" = inactive ]; do sleep 0.05; done",
+      "(sleep 3; kill -CONT $client) >/dev/null 2>&1 &"
+    ].join("\n")
+
     it.scoped(
       "systemd-run reports every outcome of a real switch as direct does, and leaves no unit behind",
       () =>
@@ -602,9 +625,30 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
                 exitCode: expected.exitCode,
                 ...(expected.phase === undefined ? {} : { phase: expected.phase })
               })
-              expect(yield* transientUnits, method).toStrictEqual([])
+              // `activate` returns on the flip: the unit ends and is collected just after.
+              yield* eventually(
+                `no switch unit left after ${method} ${expected.closure}`,
+                Effect.map(transientUnits, (units) => units.length === 0),
+                10_000,
+                Effect.map(transientUnits, (units) => units.join("\n"))
+              )
             }
           }
+          // An ended switch unit that its `--wait` client, stopped, still holds: loaded, so
+          // systemd-run refuses the name. The fire waits for it to go (the client resumes
+          // after 3 s, reports and exits) instead of failing at systemd-run-fire.
+          yield* box.run(["sh", "-c", HOLD_ENDED_SWITCH_UNIT])
+          expect(yield* transientUnits).toStrictEqual([
+            "nixfleet-switch.service loaded inactive dead /usr/bin/sleep 0.5"
+          ])
+          const held = yield* activate(closures.flips, "systemd-run")
+          expect(held, held.stderr).toMatchObject({ outcome: "FiredAndPolled", exitCode: 0 })
+          yield* eventually(
+            "no switch unit left after the held one",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000,
+            Effect.map(transientUnits, (units) => units.join("\n"))
+          )
           // A hang: the verify budget runs out, and the switch is still running as its own unit,
           // outside the activate process that fired it (its exit status is unknown, not a made-up 0).
           const hung = yield* activate(closures.hangs, "systemd-run", 2)
@@ -635,9 +679,17 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
           const host = yield* newHost
           yield* installAgent(host, yield* nixSettings(host))
 
-          // daemon-reload only: the same agent process sees it through.
+          // daemon-reload only: the same agent process sees it through. The unit is the
+          // sandboxed one (systemd-run switch): realise through nix-daemon, the profile, the
+          // GC root and D-Bus to systemd all work from inside it.
           const reload = yield* publish(host.cp, closures.reloadsDaemon, 0.05).pipe(Effect.orDie)
           yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          expect(yield* show(["ProtectSystem", "CapabilityBoundingSet", "PrivateTmp", "ProtectHome"])).toStrictEqual({
+            ProtectSystem: "strict",
+            CapabilityBoundingSet: "",
+            PrivateTmp: "yes",
+            ProtectHome: "yes"
+          })
           const pid = (yield* show(["MainPID"]))["MainPID"]
           yield* awaitState(host, reload.rolloutId, "Converged")
           expect((yield* show(["MainPID"]))["MainPID"]).toBe(pid)

@@ -21,6 +21,7 @@ import { ActivationPipelineLive } from "../ActivationPipelineLive.js"
 import { AgentConfig } from "../AgentConfig.js"
 import { AgentRuntime, runUntilShutdown } from "../AgentRuntime.js"
 import { enrollAnonymously, ENROLLMENT_RETRY_INTERVAL, pendingEnrollment } from "../Enrollment.js"
+import { prepareStateDir } from "../internal/pathSafety.js"
 import * as Settings from "../internal/settings.js"
 import { PipelineConfig } from "../PipelineConfig.js"
 import { claimStatusSocket, StatusServer } from "../StatusServer.js"
@@ -117,6 +118,9 @@ export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitS
     yield* ignoredFlags(options)
     const trust = yield* Effect.either(checkTrustFile(options.trustFile))
     if (trust._tag === "Left") return yield* configurationError(trust.left.replace(/\s+/g, " "))
+    // Before anything is written there: created 0700 when missing, refused when another user could steer it.
+    const prepared = yield* Effect.either(prepareStateDir(usable(Settings.stateDir, options.stateDir)))
+    if (prepared._tag === "Left") return yield* configurationError(prepared.left)
     const claimed = yield* Effect.either(claimStatusSocket(usable(Settings.stateDir, options.stateDir)))
     if (claimed._tag === "Left") return yield* configurationError(claimed.left.message)
     const runtime = StatusServer.pipe(

@@ -26,6 +26,7 @@ import * as Path from "node:path"
 import { defaults } from "../AgentConfig.js"
 import { currentClosure } from "../internal/currentClosure.js"
 import { DATABASE_FILE, statusFile, statusSocket } from "../internal/stateFiles.js"
+import { printable, printableJson } from "../internal/terminalText.js"
 import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../StatusReport.js"
 import { VERSION } from "../version.js"
 import { ExitStatus } from "./ExitStatus.js"
@@ -177,7 +178,7 @@ export const statusCommand = Command.make("status", statusOptions, (options) =>
     const print = (report: StatusReport, notes: ReadonlyArray<string>) =>
       Effect.gen(function*() {
         const out = options.json
-          ? `${yield* Schema.encode(StatusReportJson)(report)}\n`
+          ? `${printableJson(yield* Schema.encode(StatusReportJson)(report))}\n`
           : renderStatus(report, notes)
         yield* Effect.sync(() => process.stdout.write(out))
       }).pipe(Effect.orDie)
@@ -196,7 +197,7 @@ export const statusCommand = Command.make("status", statusOptions, (options) =>
     const { notes, report } = yield* fromStateDir(stateDir, options.currentSystemPath, live.left)
     yield* print(report, notes)
     if (options.json) {
-      yield* Effect.sync(() => notes.forEach((note) => process.stderr.write(`nixfleet-agent: ${note}\n`)))
+      yield* Effect.sync(() => notes.forEach((note) => process.stderr.write(`nixfleet-agent: ${printable(note)}\n`)))
     }
     yield* setStatus(EXIT_NOT_RUNNING)
   })).pipe(Command.withDescription("what this host's agent knows: closure, rollouts, outbox, last error"))

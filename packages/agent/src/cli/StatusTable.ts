@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import { printable, printableDeep } from "../internal/terminalText.js"
 import {
   describeDeliveryBlocked,
   describeFleetRefused,
@@ -34,7 +35,11 @@ const problem = (entry: LoggedProblem | null) =>
 /**
  * @since 0.1.0
  */
-export const renderStatus = (report: StatusReport, notes: ReadonlyArray<string>): string => {
+export const renderStatus = (untrusted: StatusReport, untrustedNotes: ReadonlyArray<string>): string => {
+  // Much of a report came from outside (the control plane, probes, settings): nothing in it
+  // may reach the terminal as a control sequence.
+  const report = printableDeep(untrusted)
+  const notes = untrustedNotes.map(printable)
   const { agent, outbox } = report
   const state = agent.running
     ? `running (pid ${agent.pid}, since ${iso(agent.startedAt)})`
@@ -57,6 +62,8 @@ export const renderStatus = (report: StatusReport, notes: ReadonlyArray<string>)
     ...(report.fleetRefused === undefined
       ? []
       : [`${describeFleetRefused(report.fleetRefused)} (since ${iso(report.fleetRefused.since)})`]),
+    // As loud as it gets: the agent does not really do what it reports.
+    ...(report.testGates ?? []).map((gate) => `TEST GATE ON: ${gate.gate}=${gate.value}: ${gate.effect}`),
     ...(report.settingWarnings ?? []).map((warning) => `setting ignored: ${warning.message}`),
     ...table([
       ["phase:", agent.phase],
@@ -72,6 +79,13 @@ export const renderStatus = (report: StatusReport, notes: ReadonlyArray<string>)
             (outbox.oldestPendingAt === null ? "" : `, oldest from ${iso(outbox.oldestPendingAt)}`) +
             `, ${outbox.deadLetters} dead letters`
       ],
+      ...(report.metricsListen === undefined ? [] : [[
+        "metrics:",
+        report.metricsListen.up
+          ? `${report.metricsListen.address} (since ${iso(report.metricsListen.since)})`
+          : `${report.metricsListen.address} NOT bound since ${iso(report.metricsListen.since)} ` +
+            `(${report.metricsListen.error}); retrying`
+      ]]),
       ["last error:", problem(report.lastError)],
       ["last warning:", problem(report.lastWarning)]
     ]),

@@ -71,13 +71,15 @@ export const generateSigningKey = Effect.fn("BinaryCache.generateSigningKey")(fu
 
 const isValid = (basename: string) =>
   Effect.map(
-    Effect.either(run(["nix-store", "--check-validity", storePath(basename)], { timeout: "1 minute" })),
+    Effect.either(
+      run(["nix-store", "--check-validity", storePath(basename)], { timeout: "1 minute", children: "nix" })
+    ),
     (result) => result._tag === "Right" && result.right.exitCode === 0
   )
 
 const query = (flag: "--roots" | "--referrers", basename: string) =>
   Effect.map(
-    Effect.either(run(["nix-store", "--query", flag, storePath(basename)], { timeout: "1 minute" })),
+    Effect.either(run(["nix-store", "--query", flag, storePath(basename)], { timeout: "1 minute", children: "nix" })),
     (result) => result._tag === "Right" ? result.right.stdout.trim() : ""
   )
 
@@ -93,7 +95,7 @@ export const deleteFromStore = Effect.fn("BinaryCache.deleteFromStore")(function
   if (!(yield* isValid(basename))) {
     return yield* new StoreDeleteFailed({ storePath: path, reason: `${path} is not in the local store` })
   }
-  const deleted = yield* Effect.either(run(["nix-store", "--delete", path], { timeout: "5 minutes" }))
+  const deleted = yield* Effect.either(run(["nix-store", "--delete", path], { timeout: "5 minutes", children: "nix" }))
   if (deleted._tag === "Right" && deleted.right.exitCode === 0 && !(yield* isValid(basename))) return
   const stderr = deleted._tag === "Right" ? deleted.right.stderr.trim() : deleted.left.message
   return yield* new StoreDeleteFailed({

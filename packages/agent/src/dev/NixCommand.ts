@@ -49,7 +49,7 @@ export const nixCommand = (
   Effect.gen(function*() {
     const failed = (exitCode: number | null, detail: string) =>
       new NixCommandFailed({ what, argv: display(argv), exitCode, detail })
-    const done = yield* run(argv, { timeout }).pipe(
+    const done = yield* run(argv, { timeout, children: "nix" }).pipe(
       Effect.catchTags({
         SpawnFailed: (error) => Effect.fail(failed(null, error.detail)),
         TimedOut: () => Effect.fail(failed(null, `timed out after ${Duration.format(timeout)}`))

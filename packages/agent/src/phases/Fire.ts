@@ -13,6 +13,9 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
+import { APPEND_NO_FOLLOW, symlinkRefused } from "../internal/atomicFile.js"
+import { childEnvironment } from "../internal/childEnvironment.js"
+import { errnoOf } from "../internal/describeError.js"
 import { display, run } from "../internal/pipeline/subprocess.js"
 import type { SwitchMethod } from "../PipelineConfig.js"
 
@@ -149,7 +152,10 @@ export const parseSystemdRunOutput = (
 }
 
 const showUnit = (unit: SwitchUnit) =>
-  run(["systemctl", "show", `--property=${UNIT_PROPERTIES}`, `${unit}.service`], { timeout: "10 seconds" }).pipe(
+  run(["systemctl", "show", `--property=${UNIT_PROPERTIES}`, `${unit}.service`], {
+    timeout: "10 seconds",
+    children: "tool"
+  }).pipe(
     Effect.map((done) => parseUnitState(done.stdout)),
     Effect.option
   )
@@ -164,11 +170,41 @@ const pollUntilEnded = (unit: SwitchUnit) =>
     }
   })
 
-const fireSystemd = (unit: SwitchUnit, storePath: string) =>
+/**
+ * How long a fire waits for an ended unit of the same name to be unloaded. `--wait` adds a
+ * reference to its unit for as long as its client is connected, so an ended unit stays
+ * loaded until the client that fired it has reported and gone (the verify step returns on
+ * the flip, before the switch ends), and systemd-run refuses a name that is still loaded.
+ */
+const COLLECT_WAIT = "10 seconds"
+
+const resetFailed = (unit: SwitchUnit) =>
+  Effect.ignore(run(["systemctl", "reset-failed", `${unit}.service`], { timeout: "10 seconds", children: "tool" }))
+
+/**
+ * Whether a refusal came from an ended unit of the same name that was still loaded, and
+ * that unit has since been unloaded: waits for that, at most `COLLECT_WAIT`. A running unit
+ * is a switch in progress (not ours to wait for), and no unit at all means the refusal
+ * was something else: both false at once.
+ */
+const awaitUnloaded = (unit: SwitchUnit) =>
   Effect.gen(function*() {
-    // A failed unit of the same name from an earlier run would make systemd-run refuse.
-    yield* Effect.ignore(run(["systemctl", "reset-failed", `${unit}.service`], { timeout: "10 seconds" }))
-    const argv = systemdRunArgv(unit, storePath)
+    let waited = false
+    while (true) {
+      const state = yield* showUnit(unit)
+      if (state._tag === "None") return false
+      if (state.value.loadState === "not-found") return waited
+      if (!unitEnded(state.value)) return false
+      waited = true
+      // A failed unit is unloaded only once reset (as a collected one is).
+      if (state.value.activeState === "failed") yield* resetFailed(unit)
+      yield* Effect.sleep("100 millis")
+    }
+  }).pipe(Effect.timeoutTo({ duration: COLLECT_WAIT, onTimeout: () => false, onSuccess: (free) => free }))
+
+/** One `systemd-run` client: its start, and a Deferred completed with how it ended. */
+const startClient = (argv: readonly [string, ...Array<string>]) =>
+  Effect.gen(function*() {
     const failed = (exitCode: number | null, detail: string) =>
       new FireFailed({ phase: "systemd-run-fire", exitCode, detail })
     // Completes with how the client ended: the unit's exit status as it reported it
@@ -178,8 +214,12 @@ const fireSystemd = (unit: SwitchUnit, storePath: string) =>
     yield* Effect.async<void, FireFailed>((resume) => {
       let output = ""
       let started = false
-      // The client is the agent's child (killed with it); the unit is systemd's.
-      const client = ChildProcess.spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] })
+      // The client is the agent's child (killed with it); the unit is systemd's, started by
+      // PID 1 with systemd's own environment and none of the agent's sandbox.
+      const client = ChildProcess.spawn(command, args, {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: childEnvironment("tool", process.env)
+      })
       const read = (chunk: string) => {
         output = (output + chunk).slice(-16 * 1024)
         if (!started && parseSystemdRunOutput(output).started) {
@@ -204,6 +244,27 @@ const fireSystemd = (unit: SwitchUnit, storePath: string) =>
     }).pipe(
       Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => failed(null, "systemd-run timed out") })
     )
+    return clientEnded
+  })
+
+const fireSystemd = (unit: SwitchUnit, storePath: string) =>
+  Effect.gen(function*() {
+    // A failed unit of the same name from an earlier run would make systemd-run refuse.
+    yield* resetFailed(unit)
+    const argv = systemdRunArgv(unit, storePath)
+    // Refused because an ended unit of that name is still loaded (its client has not gone
+    // yet): once it is unloaded, the one retry.
+    const clientEnded = yield* startClient(argv).pipe(
+      Effect.catchTag("FireFailed", (error) =>
+        error.exitCode === null
+          ? Effect.fail(error)
+          : Effect.flatMap(awaitUnloaded(unit), (free) => free ? startClient(argv) : Effect.fail(error))),
+      Effect.tapError((error) =>
+        Effect.logError("systemd-run did not start the switch").pipe(
+          Effect.annotateLogs({ exitCode: error.exitCode, detail: error.detail })
+        )
+      )
+    )
     const ended = Effect.flatMap(
       Deferred.await(clientEnded),
       (status) => status === undefined ? pollUntilEnded(unit) : Effect.succeed(status)
@@ -217,7 +278,7 @@ const fireSystemd = (unit: SwitchUnit, storePath: string) =>
               ? Effect.map(showUnit(unit), (state) => state._tag === "Some" ? unitExitStatus(state.value) : null)
               : Effect.succeed(status))
           : Effect.succeed(null)),
-      stop: Effect.ignore(run(["systemctl", "stop", `${unit}.service`], { timeout: "60 seconds" }))
+      stop: Effect.ignore(run(["systemctl", "stop", `${unit}.service`], { timeout: "60 seconds", children: "tool" }))
     } satisfies FiredSwitch
   })
 
@@ -233,14 +294,20 @@ const spawnDetached = (argv: readonly [string, ...Array<string>], log: string, p
     const child = yield* Effect.async<ChildProcess.ChildProcess, FireFailed>((resume) => {
       let fd: number
       try {
-        fd = Fs.openSync(log, "a", 0o600)
+        // Never through a symlink planted at the log's path: root would append where it points.
+        fd = Fs.openSync(log, APPEND_NO_FOLLOW, 0o600)
         Fs.writeSync(fd, `=== ${new Date().toISOString()} ${display(argv)}\n`)
       } catch (error) {
-        resume(Effect.fail(new FireFailed({ phase, exitCode: null, detail: `cannot open ${log}: ${String(error)}` })))
+        const detail = errnoOf(error) === "ELOOP" ? symlinkRefused(log).message : `cannot open ${log}: ${String(error)}`
+        resume(Effect.fail(new FireFailed({ phase, exitCode: null, detail })))
         return
       }
       const [command, ...args] = argv
-      const spawned = ChildProcess.spawn(command, args, { detached: true, stdio: ["ignore", fd, fd] })
+      const spawned = ChildProcess.spawn(command, args, {
+        detached: true,
+        stdio: ["ignore", fd, fd],
+        env: childEnvironment("switch", process.env)
+      })
       Fs.closeSync(fd)
       spawned.once(
         "error",
@@ -321,15 +388,30 @@ export const fire = (args: {
   )
 
 /**
+ * `switch-to-configuration boot` as `method` runs it: with `systemd-run`, a transient
+ * service that PID 1 starts with full rights (the agent's own unit is sandboxed and could
+ * not write the boot loader), its output piped back and its exit status systemd-run's own;
+ * otherwise the agent's child.
+ *
+ * @since 0.1.0
+ */
+export const bootEntryArgv = (method: SwitchMethod, storePath: string): readonly [string, ...Array<string>] => {
+  const argv = [`${storePath}/bin/switch-to-configuration`, "boot"] as const
+  return method === "systemd-run"
+    ? ["systemd-run", "--quiet", "--collect", "--wait", "--pipe", "--service-type=exec", "--", ...argv]
+    : argv
+}
+
+/**
  * `<storePath>/bin/switch-to-configuration boot`, in the foreground: makes the new
  * generation the boot default (`nix-env --set` alone writes no boot entry).
  *
  * @since 0.1.0
  */
-export const installBootEntry = (storePath: string) =>
+export const installBootEntry = (storePath: string, method: SwitchMethod) =>
   Effect.gen(function*() {
-    const argv = [`${storePath}/bin/switch-to-configuration`, "boot"] as const
-    const done = yield* run(argv, { timeout: "30 minutes" }).pipe(
+    const argv = bootEntryArgv(method, storePath)
+    const done = yield* run(argv, { timeout: "30 minutes", children: "switch" }).pipe(
       Effect.mapError((error) =>
         new FireFailed({
           phase: "defer-bootloader-update",

@@ -27,7 +27,10 @@ export const switchInProgress = (lockPath: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     if (!(yield* fs.exists(lockPath).pipe(Effect.orElseSucceed(() => false)))) return false
-    return yield* run(["flock", "--nonblock", "--shared", lockPath, "true"], { timeout: "10 seconds" }).pipe(
+    return yield* run(["flock", "--nonblock", "--shared", lockPath, "true"], {
+      timeout: "10 seconds",
+      children: "tool"
+    }).pipe(
       Effect.map((done) => done.exitCode !== 0),
       Effect.catchAll((error) =>
         Effect.as(

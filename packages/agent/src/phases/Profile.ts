@@ -61,7 +61,7 @@ export const profileTarget = (profile: string) =>
   })
 
 const nixEnv = (argv: readonly [string, ...Array<string>]) =>
-  run(argv, { timeout: "10 minutes" }).pipe(
+  run(argv, { timeout: "10 minutes", children: "nix" }).pipe(
     Effect.mapError((error) =>
       new NixEnvFailed({
         argv: display(argv),

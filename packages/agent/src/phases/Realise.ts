@@ -53,7 +53,7 @@ export const realise = (args: {
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const argv = ["nix-store", "--realise", args.storePath, "--add-root", args.gcRoot, "--indirect"] as const
-    const done = yield* run(argv, { timeout: args.timeout }).pipe(
+    const done = yield* run(argv, { timeout: args.timeout, children: "nix" }).pipe(
       Effect.catchTags({
         SpawnFailed: (error) =>
           Effect.fail(new RealiseFailed({ phase: "realise", reason: `spawn ${display(argv)}: ${error.detail}` })),

@@ -38,7 +38,12 @@ export const runExec = (
 ): Effect.Effect<ProbeOutcome, never, CommandExecutor.CommandExecutor> => {
   const [command, ...args] = declaration.command
   if (command === undefined) return Effect.succeed(failed("exec probe: empty command"))
-  return run([command, ...args], { timeout: Duration.seconds(declaration.timeoutSecs), captureBytes: CAPTURE_BYTES })
+  return run([command, ...args], {
+    timeout: Duration.seconds(declaration.timeoutSecs),
+    children: "probe",
+    captureBytes: CAPTURE_BYTES,
+    contained: true
+  })
     .pipe(
       Effect.map((completed) => {
         if (completed.exitCode === 0) return passed

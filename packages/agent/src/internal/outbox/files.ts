@@ -8,6 +8,7 @@ import type { PlatformError } from "@effect/platform/Error"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs/promises"
+import { symlinkRefused } from "../atomicFile.js"
 import { errnoOf } from "../describeError.js"
 
 /**
@@ -35,7 +36,13 @@ export const freeName = (fs: FileSystem.FileSystem, base: string): Effect.Effect
 export const makePrivate = (filename: string): Effect.Effect<void, unknown> =>
   Effect.tryPromise({
     try: async () => {
-      const handle = await Fs.open(filename, Fs.constants.O_RDWR | Fs.constants.O_CREAT, 0o600).catch(
+      // SQLite follows symlinks: one planted at the database or its companions is refused first.
+      for (const file of [filename, `${filename}-wal`, `${filename}-shm`, `${filename}-journal`]) {
+        const stat = await Fs.lstat(file).catch(() => null)
+        if (stat?.isSymbolicLink() === true) throw symlinkRefused(file)
+      }
+      const flags = Fs.constants.O_RDWR | Fs.constants.O_CREAT | Fs.constants.O_NOFOLLOW
+      const handle = await Fs.open(filename, flags, 0o600).catch(
         async (error: unknown) => {
           // A read-only file system still lets an existing file be checked (and refused later);
           // a missing one cannot be created, which is said here, with the file's name.
@@ -45,7 +52,8 @@ export const makePrivate = (filename: string): Effect.Effect<void, unknown> =>
       )
       await handle?.close()
       for (const file of [filename, `${filename}-wal`, `${filename}-shm`]) {
-        const stat = await Fs.stat(file).catch(() => null)
+        const stat = await Fs.lstat(file).catch(() => null)
+        if (stat?.isSymbolicLink() === true) throw symlinkRefused(file)
         if (stat !== null && (stat.mode & 0o777) !== 0o600) await Fs.chmod(file, 0o600)
       }
     },

@@ -1,7 +1,9 @@
 /**
  * Running the pipeline's subprocesses: argv only (never a shell), through
- * `@effect/platform`'s `Command`, with a bounded capture of their output and a timeout that
- * terminates the child and its process group.
+ * `@effect/platform`'s `Command`, with an allow-listed environment (`childEnvironment`), a
+ * bounded capture of their output and a timeout that terminates the child and its process
+ * group — and, for a `contained` child under systemd, its transient scope, which holds
+ * whatever it started (a grandchild that left the process group with `setsid` too).
  *
  * @internal
  */
@@ -13,6 +15,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { childEnvironment, type ChildKind } from "../childEnvironment.js"
 
 /** Output kept per stream: the end of it (the tail is what explains a failure). */
 const DEFAULT_CAPTURE = 64 * 1024
@@ -37,6 +43,18 @@ export class TimedOut
   extends Data.TaggedError("TimedOut")<{ readonly argv: string; readonly after: Duration.Duration }>
 {}
 
+/**
+ * SIGKILL to every process of a probe's scope (systemd then collects the empty scope). A
+ * scope already gone (it ended with its processes) is no error.
+ */
+const killScope = (unit: string): Effect.Effect<void, never, CommandExecutor.CommandExecutor> =>
+  Command.make("systemctl", "kill", "--signal=SIGKILL", `${unit}.scope`).pipe(
+    Command.env(childEnvironment("tool", globalThis.process.env), { extendEnv: false }),
+    Command.exitCode,
+    Effect.timeout(KILL_GRACE),
+    Effect.ignore
+  )
+
 /** @internal */
 export const display = (argv: ReadonlyArray<string>): string => argv.join(" ")
 
@@ -51,10 +69,64 @@ const tail = (stream: Stream.Stream<Uint8Array, PlatformError>, max: number) =>
 
 const decode = (bytes: Uint8Array) => new TextDecoder("utf-8", { fatal: false }).decode(bytes)
 
+/** Whether `name` is an executable file in one of PATH's directories. */
+const onPath = (name: string, path: string | undefined): boolean =>
+  (path ?? "").split(":").some((dir) => {
+    if (dir === "") return false
+    try {
+      Fs.accessSync(Path.join(dir, name), Fs.constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
+
 /**
- * Runs `argv` to completion within `timeout`, stdin empty. Environment and working
- * directory are the agent's, plus `env`. On timeout the child's process group gets
- * SIGTERM, then SIGKILL.
+ * Whether the agent runs as a systemd service with `systemd-run` at hand: systemd set
+ * INVOCATION_ID for it, the host booted with systemd, and the tool is on PATH. Read once.
+ *
+ * @internal
+ */
+export const systemdScopes: () => boolean = (() => {
+  let known: boolean | undefined
+  return () => {
+    known ??= globalThis.process.env["INVOCATION_ID"] !== undefined && Fs.existsSync("/run/systemd/system") &&
+      onPath("systemd-run", globalThis.process.env["PATH"])
+    return known
+  }
+})()
+
+/**
+ * `argv` inside a transient scope named `unit`, which systemd ends (every process in it)
+ * once `limit` has passed, whatever the agent does meanwhile. `systemd-run --scope` execs
+ * `argv` in its own process, so the child keeps its pid, process group, pipes and the
+ * agent's sandbox; only its cgroup is new.
+ *
+ * @internal
+ */
+export const scopeArgv = (
+  unit: string,
+  limit: Duration.Duration,
+  argv: readonly [string, ...Array<string>]
+): readonly [string, ...Array<string>] => [
+  "systemd-run",
+  "--scope",
+  "--quiet",
+  "--collect",
+  `--unit=${unit}`,
+  `--property=RuntimeMaxSec=${Math.max(1, Math.ceil(Duration.toSeconds(limit)))}`,
+  "--",
+  ...argv
+]
+
+/**
+ * Runs `argv` to completion within `timeout`, stdin empty, in the agent's working directory
+ * with the environment `childEnvironment` allows `children` (then `env`). On timeout the
+ * child's process group gets SIGTERM, then SIGKILL. A `contained` child runs, under
+ * systemd, in a transient scope of its own (`nixfleet-probe-*.scope`) bounded by the same
+ * timeout: on timeout every process in it is killed, and one that outlives a child that
+ * ended is killed when the scope's time runs out. Elsewhere its process group is what is
+ * killed: a grandchild that called `setsid` escapes it.
  *
  * @internal
  */
@@ -62,16 +134,23 @@ export const run = (
   argv: readonly [string, ...Array<string>],
   options: {
     readonly timeout: Duration.DurationInput
+    readonly children: ChildKind
     readonly env?: Readonly<Record<string, string>>
     readonly captureBytes?: number
+    readonly contained?: boolean
   }
 ): Effect.Effect<Completed, SpawnFailed | TimedOut, CommandExecutor.CommandExecutor> =>
   Effect.scoped(
     Effect.gen(function*() {
-      const [command, ...args] = argv
+      const scope = options.contained === true && systemdScopes()
+        ? `nixfleet-probe-${Crypto.randomBytes(6).toString("hex")}`
+        : undefined
+      const [command, ...args] = scope === undefined
+        ? argv
+        : scopeArgv(scope, Duration.decode(options.timeout), argv)
       const max = options.captureBytes ?? DEFAULT_CAPTURE
       const process = yield* Command.make(command, ...args).pipe(
-        Command.env(options.env ?? {}),
+        Command.env(childEnvironment(options.children, globalThis.process.env, options.env), { extendEnv: false }),
         // Empty stdin: a child that reads it gets end-of-file at once instead of waiting.
         Command.stdin(Stream.empty),
         Command.start,
@@ -94,6 +173,8 @@ export const run = (
         yield* Effect.ignore(Effect.timeout(process.kill("SIGTERM"), KILL_GRACE))
         // Whatever is left of the group (a grandchild that ignored SIGTERM) goes too.
         yield* Effect.ignore(Effect.timeout(process.kill("SIGKILL"), KILL_GRACE))
+        // And whatever left the group: the scope holds every process the child started.
+        if (scope !== undefined) yield* killScope(scope)
         return yield* new TimedOut({ argv: display(argv), after: Duration.decode(options.timeout) })
       }
       // A grandchild may keep the pipes open after the child exits: do not wait for it long.

@@ -8,18 +8,17 @@
  * @internal
  */
 import * as Clock from "effect/Clock"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-
-const KEY = "NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS"
+import { WEDGE_REDUCER as KEY, wedgeGate } from "../testGates.js"
 
 /** When this process started, in epoch milliseconds. */
 const PROCESS_START = Date.now() - process.uptime() * 1000
 
 /** @internal */
 export const wedgeOnPingForTests: Effect.Effect<void> = Effect.gen(function*() {
-  const after = yield* Config.option(Config.number(KEY)).pipe(Effect.orElseSucceed(() => Option.none<number>()))
+  // Off for 0, false, no or empty, as every test gate (a bare `=0` must not wedge at once).
+  const after = Option.fromNullable(yield* wedgeGate.pipe(Effect.orElseSucceed(() => null)))
   if (Option.isNone(after)) return
   const elapsed = ((yield* Clock.currentTimeMillis) - PROCESS_START) / 1000
   if (elapsed < after.value) {
