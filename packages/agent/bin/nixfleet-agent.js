@@ -2,9 +2,10 @@
 // The bundled command line (dist/bundle, built by the root `build` script, which `npm
 // install` runs as `prepare`).
 //
-// The shebang keeps the daemon lean when idle (`npm run bench -- node-flags`: about 77 MiB
-// instead of 122 after converging; boot, DispatchAck latency and outbox throughput
-// unchanged; allocation-heavy pure computation some 15 % slower); the flake's wrapper
+// The shebang keeps the daemon lean when idle, at a cost (`npm run bench -- node-flags`,
+// one run on 2 cores: idle RSS after converging 74 MiB instead of 107; boot 469 ms instead
+// of 381, DispatchAck 54 ms instead of 46, outbox enqueue about 10 % and the pure state
+// machine about 7 % slower; a 2 MiB semi-space measured no better); the flake's wrapper
 // (nix/package.nix) passes the same:
 // - a young generation of 1 MiB per semi-space instead of up to 16 MiB, which it keeps;
 // - V8's memory reducer (a compacting collection once allocation has calmed down) 1 s after
