@@ -136,6 +136,19 @@ export const startBox = (
         Fs.writeFileSync(staged, text)
         yield* run(["install", "-D", "-m", "0644", staged, `/run/systemd/system/${name}`])
         yield* run(["rm", "-rf", `/run/systemd/system/${name}.d`])
+        if (name.endsWith(".service")) {
+          // The stand-in package links its native modules into the checkout: a sandboxed
+          // unit's PrivateTmp would hide a checkout under /tmp (as a CI clone may be).
+          Fs.writeFileSync(`${staged}.checkout.conf`, `[Service]\nBindReadOnlyPaths=${REPO}\n`)
+          yield* run([
+            "install",
+            "-D",
+            "-m",
+            "0644",
+            `${staged}.checkout.conf`,
+            `/run/systemd/system/${name}.d/checkout.conf`
+          ])
+        }
         if (dropIn !== undefined) {
           Fs.writeFileSync(`${staged}.conf`, dropIn)
           yield* run(["install", "-D", "-m", "0644", `${staged}.conf`, `/run/systemd/system/${name}.d/test.conf`])
