@@ -38,6 +38,7 @@ import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /**
  * Set to a true value (`1`, `true`, `yes`), activations and rollbacks are not run: they are
@@ -353,7 +354,8 @@ export const ActivationWorker = Layer.scopedDiscard(
     const context = yield* Effect.context<
       Reducer | ActivationPipeline | HostLedger | FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
     >()
-    yield* Effect.forkScoped(
+    yield* forkWorker(
+      "ActivationWorker",
       drainUntilShutdown(channels.activationIntents, (intent) =>
         runIntent(intent).pipe(
           Effect.provide(context),

@@ -10,6 +10,7 @@ import * as Layer from "effect/Layer"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { untilShutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /** @since 0.1.0 */
 export const ADVANCE_TICK = "5 seconds"
@@ -20,6 +21,9 @@ export const ADVANCE_TICK = "5 seconds"
 export const AdvanceTicker = Layer.scopedDiscard(
   Effect.gen(function*() {
     const reducer = yield* Reducer
-    yield* Effect.forkScoped(untilShutdown(Effect.sleep(ADVANCE_TICK), () => reducer.offer(ReducerInput.AdvanceTick())))
+    yield* forkWorker(
+      "AdvanceTicker",
+      untilShutdown(Effect.sleep(ADVANCE_TICK), () => reducer.offer(ReducerInput.AdvanceTick()))
+    )
   })
 )

@@ -1,8 +1,9 @@
 /**
  * The whole agent runtime as one layer: the reducer, the activation worker, the outbound
  * sender, the long-poll, heartbeat and manifest-poll workers, the probe scheduler, the advance ticker
- * and certificate renewal, forked in the layer's scope (after boot recovery) and talking over bounded queues. An embedding program merges it into its own layers and stops it by closing the
- * scope; the library installs no signal handler and reads configuration only through the
+ * and certificate renewal, forked in the layer's scope (after boot recovery) as one supervised set
+ * (`Workers`) and talking over bounded queues. A worker's fault stops the whole runtime. An
+ * embedding program merges it into its own layers and stops it by closing the scope; the library installs no signal handler and reads configuration only through the
  * current `ConfigProvider`.
  *
  * @since 0.1.0
@@ -40,6 +41,8 @@ import { Reducer, type ReducerService } from "./Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./RuntimeChannels.js"
 import { Shutdown } from "./Shutdown.js"
 import { StatusBoard } from "./StatusBoard.js"
+import type { WorkerFault } from "./StatusReport.js"
+import { WorkerFailed, Workers } from "./Workers.js"
 
 /**
  * @since 0.1.0
@@ -63,6 +66,8 @@ export interface AgentRuntimeService {
   readonly reducer: ReducerService
   /** The agent's report on itself, and its phase line. */
   readonly status: AgentStatusService
+  /** The first worker fault, once a worker died or ended unexpectedly (the runtime is then stopping). */
+  readonly workerFault: Effect.Effect<Option.Option<WorkerFault>>
 }
 
 /**
@@ -94,6 +99,7 @@ export type AgentRuntimeServices =
   | AgentConfig
   | StatusBoard
   | AgentStatus
+  | Workers
 
 /**
  * @since 0.1.0
@@ -107,10 +113,12 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     AgentRuntimeRequirements
   > => {
     const config = options.config === undefined ? AgentConfig.layer : AgentConfig.make(options.config)
-    const foundation = Layer.mergeAll(
-      Shutdown.layer,
-      RuntimeChannels.layer(options.capacities ?? defaultCapacities),
-      StatusBoard.layer
+    const foundation = Workers.layer.pipe(
+      Layer.provideMerge(Layer.mergeAll(
+        Shutdown.layer,
+        RuntimeChannels.layer(options.capacities ?? defaultCapacities),
+        StatusBoard.layer
+      ))
     )
     const storage = Layer.merge(Outbox.layer, HostLedger.layer)
     const core = AgentStatus.layer.pipe(Layer.provideMerge(Reducer.layer), Layer.provideMerge(storage))
@@ -137,11 +145,12 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
       )
     const handle = Layer.effect(
       AgentRuntime,
-      Effect.map(Effect.all([Shutdown, Reducer, AgentStatus]), ([deferred, reducer, status]) => ({
+      Effect.map(Effect.all([Shutdown, Reducer, AgentStatus, Workers]), ([deferred, reducer, status, workers]) => ({
         shutdown: Effect.asVoid(Deferred.succeed(deferred, undefined)),
         awaitShutdown: Deferred.await(deferred),
         reducer,
-        status
+        status,
+        workerFault: workers.fault
       }))
     )
     // The board's logger is installed over everything that forks, so every fiber reports to it.
@@ -166,7 +175,8 @@ export const DRAIN_DEADLINE = Duration.seconds(25)
  * Builds the runtime, runs it until a shutdown is asked for (`AgentRuntime.shutdown`, which
  * the CLI calls on SIGTERM and SIGINT), then closes its scope: loops stop taking work, work
  * in progress is interrupted, finalizers run. If that takes longer than the deadline it
- * gives up waiting (the caller then exits the process) and says so.
+ * gives up waiting (the caller then exits the process) and says so. When a worker's fault
+ * asked for the shutdown, it fails with `WorkerFailed` once the scope is closed.
  *
  * @since 0.1.0
  */
@@ -177,7 +187,7 @@ export const runUntilShutdown = <E, R>(
     /** Called once the runtime is up, with its handle (e.g. to install signal handlers). */
     readonly onStarted?: (runtime: AgentRuntimeService) => Effect.Effect<void>
   } = {}
-): Effect.Effect<void, E, R> =>
+): Effect.Effect<void, E | WorkerFailed, R> =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(layer, scope).pipe(
@@ -193,5 +203,12 @@ export const runUntilShutdown = <E, R>(
       yield* Effect.logWarning(`drain exceeded ${Duration.format(deadline)}; forcing exit`)
     } else {
       yield* Effect.logInfo("stopped")
+    }
+    const fault = yield* runtime.workerFault
+    if (Option.isSome(fault)) {
+      return yield* new WorkerFailed({
+        worker: fault.value.worker,
+        message: `worker ${fault.value.worker} failed: ${fault.value.reason}`
+      })
     }
   })

@@ -39,6 +39,7 @@ import {
   summariseRollout
 } from "./StatusReport.js"
 import { VERSION } from "./version.js"
+import { forkWorker } from "./Workers.js"
 
 /**
  * The file the running agent keeps its last report in.
@@ -118,6 +119,7 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
           const held = yield* Ref.get(reducer.diskBacklog)
           const fleetRefused = yield* Ref.get(board.fleetRefused)
           const metricsListen = yield* Ref.get(board.metricsListen)
+          const workerFault = yield* Ref.get(board.workerFault)
           return {
             source: "live",
             agent: {
@@ -151,6 +153,7 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
             ...(config.settingWarnings.length === 0 ? {} : { settingWarnings: config.settingWarnings }),
             ...(gates.length === 0 ? {} : { testGates: gates }),
             ...(metricsListen === null ? {} : { metricsListen }),
+            ...(workerFault === null ? {} : { workerFault }),
             lastError: problems.lastError,
             lastWarning: problems.lastWarning
           } satisfies StatusReport
@@ -182,12 +185,12 @@ export class AgentStatus extends Context.Tag("@nixfleet/agent/AgentStatus")<Agen
 
       yield* Deferred.await(shutdown).pipe(
         Effect.zipRight(SubscriptionRef.set(board.lifecycle, "stopping")),
-        Effect.forkScoped
+        (effect) => forkWorker("AgentStatus.lifecycle", effect)
       )
       const writer = yield* Stream.merge(phase, Stream.tick(PERSIST_INTERVAL)).pipe(
         Stream.throttle({ cost: () => 1, units: 1, duration: "1 second", strategy: "enforce" }),
         Stream.runForEach(() => Effect.flatMap(SubscriptionRef.get(board.lifecycle), persist)),
-        Effect.forkScoped
+        (effect) => forkWorker("AgentStatus.writer", effect)
       )
       // The last report of a clean stop says so; after a crash the file keeps its pid. The
       // writer is stopped first, its write in flight finished: finalizers run before the

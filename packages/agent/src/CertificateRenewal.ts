@@ -33,6 +33,7 @@ import {
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
 import { tryIdentity } from "./ControlPlaneHttp.js"
 import { type Shutdown, untilShutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /** @since 0.1.0 */
 export const RENEWAL_CHECK_INTERVAL = Duration.seconds(60)
@@ -170,6 +171,6 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
         Effect.provide(context)
       )
       const next = Effect.suspend(() => (wait === null ? Effect.void : Effect.sleep(wait)))
-      yield* Effect.forkScoped(untilShutdown(next, () => check))
+      yield* forkWorker("CertificateRenewal", untilShutdown(next, () => check))
     })
   )

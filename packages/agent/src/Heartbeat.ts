@@ -20,6 +20,7 @@ import { retryControlPlane } from "./internal/retry.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { Shutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /** @since 0.1.0 */
 export const HEARTBEAT_INTERVAL = Duration.seconds(60)
@@ -135,6 +136,6 @@ export const Heartbeat: Layer.Layer<
         yield* Effect.raceFirst(Effect.sleep(HEARTBEAT_INTERVAL), stopped)
       }
     })
-    yield* Effect.forkScoped(loop)
+    yield* forkWorker("Heartbeat", loop)
   })
 )

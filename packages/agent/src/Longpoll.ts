@@ -21,6 +21,7 @@ import type { ManifestCache } from "./ManifestCache.js"
 import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { Shutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /** The control plane parks a poll for up to this long. */
 const WAIT_SECS = 60
@@ -91,6 +92,6 @@ export const Longpoll: Layer.Layer<
         }
       }
     })
-    yield* Effect.forkScoped(loop.pipe(Effect.provide(context)))
+    yield* forkWorker("Longpoll", loop.pipe(Effect.provide(context)))
   })
 )

@@ -21,6 +21,7 @@ import { ReducerInput } from "./ReducerInput.js"
 import { type Shutdown, untilShutdown } from "./Shutdown.js"
 import { StatusBoard } from "./StatusBoard.js"
 import { describeFleetRefused } from "./StatusReport.js"
+import { forkWorker } from "./Workers.js"
 
 /** @since 0.1.0 */
 export const MANIFEST_POLL_INTERVAL = Duration.seconds(30)
@@ -143,6 +144,6 @@ export const ManifestPoll: Layer.Layer<never, never, ManifestCache | Reducer | S
         first = false
         return wait
       })
-      yield* Effect.forkScoped(untilShutdown(next, () => poll))
+      yield* forkWorker("ManifestPoll", untilShutdown(next, () => poll))
     })
   )

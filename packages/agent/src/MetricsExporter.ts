@@ -35,6 +35,7 @@ import type { Outbox } from "./Outbox.js"
 import type { Reducer } from "./Reducer.js"
 import { StatusBoard } from "./StatusBoard.js"
 import type { MetricsListen } from "./StatusReport.js"
+import { forkWorker } from "./Workers.js"
 
 /** node_exporter reads the file when it is scraped; every 15 s keeps it as fresh as a scrape interval. */
 const TEXTFILE_INTERVAL = "15 seconds"
@@ -181,7 +182,7 @@ const serve = (address: { readonly host: string; readonly port: number }, contex
       return
     }
     yield* refused(first.left)
-    yield* Effect.sleep(BIND_RETRY_FIRST).pipe(Effect.zipRight(served), Effect.forkScoped)
+    yield* forkWorker("MetricsExporter.bind", Effect.zipRight(Effect.sleep(BIND_RETRY_FIRST), served), { mayEnd: true })
   })
 
 const textfile = (file: string, context: Effect.Effect<string>) =>
@@ -214,7 +215,10 @@ const textfile = (file: string, context: Effect.Effect<string>) =>
         )
       )
     )
-    const loop = yield* write.pipe(Effect.repeat(Schedule.spaced(TEXTFILE_INTERVAL)), Effect.forkScoped)
+    const loop = yield* forkWorker(
+      "MetricsExporter.textfile",
+      write.pipe(Effect.repeat(Schedule.spaced(TEXTFILE_INTERVAL)))
+    )
     yield* Effect.addFinalizer(() => Effect.zipRight(Fiber.interrupt(loop), write))
   })
 

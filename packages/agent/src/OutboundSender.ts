@@ -28,6 +28,7 @@ import { Outbox, type OutboxError, type OutboxRow, type OutboxService } from "./
 import { Shutdown } from "./Shutdown.js"
 import { StatusBoard, type StatusBoardService } from "./StatusBoard.js"
 import { describeDeliveryBlocked } from "./StatusReport.js"
+import { forkWorker } from "./Workers.js"
 
 /** Rows read per pass: the backlog is paged, never loaded whole. */
 const PAGE = 100
@@ -241,6 +242,6 @@ export const OutboundSender = Layer.scopedDiscard(
         yield* Effect.raceAll([sender.outbox.awaitEnqueued, Effect.sleep(SAFETY_TICK), stopped])
       }
     })
-    yield* Effect.forkScoped(loop)
+    yield* forkWorker("OutboundSender", loop)
   })
 )

@@ -24,6 +24,7 @@ import { Reducer } from "./Reducer.js"
 import { ReducerInput } from "./ReducerInput.js"
 import { RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /**
  * Set to a true value (`1`, `true`, `yes`), resets run no probe (no file read, no topology,
@@ -134,6 +135,6 @@ export const ProbeScheduler = Layer.scopedDiscard(
         yield* Effect.logInfo(`probes started: ${probes.filter((p) => p.mode !== "disabled").length}`)
       }).pipe(Effect.annotateLogs({ rolloutId }), Effect.provide(context))
 
-    yield* Effect.forkScoped(drainUntilShutdown(channels.probeResets, ({ rolloutId }) => reset(rolloutId)))
+    yield* forkWorker("ProbeScheduler", drainUntilShutdown(channels.probeResets, ({ rolloutId }) => reset(rolloutId)))
   })
 )

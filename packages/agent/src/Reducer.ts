@@ -40,6 +40,7 @@ import { Outbox, type OutboxEntry } from "./Outbox.js"
 import type { ReducerInput } from "./ReducerInput.js"
 import { type ActivationIntent, RuntimeChannels } from "./RuntimeChannels.js"
 import { drainUntilShutdown } from "./Shutdown.js"
+import { forkWorker } from "./Workers.js"
 
 /**
  * Events held while the rollout policy is not cached yet. A dispatch was popped from the
@@ -164,7 +165,8 @@ export class Reducer extends Context.Tag("@nixfleet/agent/Reducer")<Reducer, Red
             Metric.incrementBy(lostEvents, held.events)
           ))
       )
-      yield* Effect.forkScoped(
+      yield* forkWorker(
+        "Reducer",
         drainUntilShutdown(
           channels.reducerInput,
           ({ handled, input }) =>

@@ -14,7 +14,14 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import type { DeliveryBlocked, FleetRefused, Lifecycle, LoggedProblem, MetricsListen } from "./StatusReport.js"
+import type {
+  DeliveryBlocked,
+  FleetRefused,
+  Lifecycle,
+  LoggedProblem,
+  MetricsListen,
+  WorkerFault
+} from "./StatusReport.js"
 
 /**
  * @since 0.1.0
@@ -38,6 +45,8 @@ export interface StatusBoardService {
   readonly fleetRefused: Ref.Ref<FleetRefused | null>
   /** Set by the metrics exporter: whether its endpoint is bound, or why not yet. */
   readonly metricsListen: Ref.Ref<MetricsListen | null>
+  /** Set by the supervisor: the first worker that failed (the agent is stopping on it). */
+  readonly workerFault: Ref.Ref<WorkerFault | null>
 }
 
 /** A problem's detail (its annotations on one line) is cut here: the report stays short. */
@@ -84,7 +93,8 @@ export class StatusBoard extends Context.Tag("@nixfleet/agent/StatusBoard")<Stat
         problems: yield* Ref.make<Problems>({ lastError: null, lastWarning: null }),
         deliveryBlocked: yield* Ref.make<DeliveryBlocked | null>(null),
         fleetRefused: yield* Ref.make<FleetRefused | null>(null),
-        metricsListen: yield* Ref.make<MetricsListen | null>(null)
+        metricsListen: yield* Ref.make<MetricsListen | null>(null),
+        workerFault: yield* Ref.make<WorkerFault | null>(null)
       }
     })
   )

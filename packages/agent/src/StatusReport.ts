@@ -246,6 +246,25 @@ export const MetricsListen = Schema.Struct({
 export type MetricsListen = typeof MetricsListen.Type
 
 /**
+ * A supervised worker that died or ended while the agent was not stopping: the agent stops
+ * on it (and `run` exits 70), so this shows in the report written as it stops.
+ *
+ * @since 0.1.0
+ */
+export const WorkerFault = Schema.Struct({
+  /** The worker's name, e.g. `OutboundSender`. */
+  worker: Schema.String,
+  at: Schema.Date,
+  /** The first line of its cause. */
+  reason: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ */
+export type WorkerFault = typeof WorkerFault.Type
+
+/**
  * `starting` until boot recovery is done, `running`, `stopping` once a shutdown was asked
  * for, `stopped` in the last report of a clean stop.
  *
@@ -296,6 +315,8 @@ export const StatusReport = Schema.Struct({
   testGates: Schema.optional(Schema.Array(TestGateOn)),
   /** The metrics endpoint, when one is configured (absent otherwise, and in older reports). */
   metricsListen: Schema.optional(MetricsListen),
+  /** The worker whose fault stopped the agent (absent otherwise, and in older reports). */
+  workerFault: Schema.optional(WorkerFault),
   lastError: Schema.NullOr(LoggedProblem),
   lastWarning: Schema.NullOr(LoggedProblem)
 })

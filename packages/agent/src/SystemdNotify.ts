@@ -2,7 +2,7 @@
  * systemd's notification protocol (`sd_notify`): datagrams of `KEY=value` lines to the
  * socket named by `NOTIFY_SOCKET`. `run` sends `READY=1` once boot recovery is done,
  * `STATUS=` each time the phase changes, `WATCHDOG=1` at half of `WATCHDOG_USEC` while the
- * reducer answers, and `STOPPING=1` when asked to stop. Without `NOTIFY_SOCKET` every
+ * reducer answers and no worker has failed, and `STOPPING=1` when asked to stop. Without `NOTIFY_SOCKET` every
  * message is dropped, so the same code runs under `Type=notify`, `Type=simple` and a shell.
  *
  * @since 0.1.0
@@ -113,8 +113,9 @@ export class SystemdNotify extends Context.Tag("@nixfleet/agent/SystemdNotify")<
  * Keeps systemd informed about a started runtime, until the scope closes: `READY=1` with
  * the phase at once (call it once boot recovery is done), `STATUS=` on each phase change,
  * `STOPPING=1` when a shutdown is asked for, and, until then, `WATCHDOG=1` each interval,
- * sent only once the reducer has handled a `Ping` within half of it: a stuck reducer stops
- * the pings and systemd restarts the agent.
+ * sent only while no supervised worker has failed and once the reducer has handled a `Ping`
+ * within half of it: a stuck reducer or a dead worker stops the pings and systemd restarts
+ * the agent (a dead worker also stops it, exit 70, should the drain hang).
  *
  * @since 0.1.0
  */
@@ -137,7 +138,7 @@ export const notifySystemd = (runtime: AgentRuntimeService) =>
     const interval = systemd.watchdogInterval.value
     // A ping may take half the interval: consecutive WATCHDOG=1 are then at most 3/4 of
     // WATCHDOG_USEC apart.
-    const ping = runtime.reducer.submit(ReducerInput.Ping()).pipe(
+    const answered = runtime.reducer.submit(ReducerInput.Ping()).pipe(
       Effect.timeout(Duration.divide(interval, 2).pipe(Option.getOrElse(() => interval))),
       Effect.matchEffect({
         onSuccess: () => systemd.notify("WATCHDOG=1"),
@@ -146,6 +147,11 @@ export const notifySystemd = (runtime: AgentRuntimeService) =>
             Effect.annotateLogs("interval", Duration.format(interval))
           )
       })
+    )
+    // The supervisor has logged the fault; the reducer may still answer, but the agent is not whole.
+    const ping = Effect.flatMap(
+      runtime.workerFault,
+      Option.match({ onNone: () => answered, onSome: () => Effect.void })
     )
     // The reducer stops taking inputs once a shutdown is asked for; the drain is bounded by
     // the stop timeout, not by the watchdog.

@@ -133,11 +133,15 @@ describe("notifySystemd", () => {
       })
     }))
 
-  const runtimeWith = (submit: ReducerService["submit"]): AgentRuntimeService => ({
+  const runtimeWith = (
+    submit: ReducerService["submit"],
+    workerFault: AgentRuntimeService["workerFault"] = Effect.succeedNone
+  ): AgentRuntimeService => ({
     shutdown: Effect.void,
     awaitShutdown: Effect.never,
     reducer: { offer: () => Effect.void, submit } as unknown as ReducerService,
-    status: { phase: Stream.make("idle: no rollout yet"), report: Effect.never } as unknown as AgentStatusService
+    status: { phase: Stream.make("idle: no rollout yet"), report: Effect.never } as unknown as AgentStatusService,
+    workerFault
   })
 
   it.scoped("pings the watchdog while the reducer answers", () =>
@@ -156,5 +160,20 @@ describe("notifySystemd", () => {
       yield* notifySystemd(runtimeWith(() => Effect.never)).pipe(Effect.provide(layer))
       yield* TestClock.adjust("5 seconds")
       expect(yield* Ref.get(sent)).toStrictEqual(["READY=1\nSTATUS=idle: no rollout yet"])
+    }))
+
+  it.scoped("a failed worker stops the WATCHDOG=1 even though the reducer answers", () =>
+    Effect.gen(function*() {
+      const { layer, sent } = yield* recorder("1 second")
+      const failed = yield* Ref.make(false)
+      const fault = Effect.map(
+        Ref.get(failed),
+        (yes) => yes ? Option.some({ worker: "Longpoll", at: new Date(0), reason: "boom" }) : Option.none()
+      )
+      yield* notifySystemd(runtimeWith(() => Effect.void, fault)).pipe(Effect.provide(layer))
+      yield* TestClock.adjust("1500 millis")
+      yield* Ref.set(failed, true)
+      yield* TestClock.adjust("5 seconds")
+      expect((yield* Ref.get(sent)).filter((m) => m === "WATCHDOG=1")).toHaveLength(2)
     }))
 })

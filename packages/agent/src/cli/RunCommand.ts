@@ -25,7 +25,9 @@ import {
 /**
  * Exit statuses of `run`: 0 stopped on request; 78 (EX_CONFIG) a configuration that
  * cannot work (unreadable trust file, certificate or key; an enrollment the control plane
- * refused or that cannot be attempted); 1 anything else. An unknown flag, or a missing or
+ * refused or that cannot be attempted); 70 (EX_SOFTWARE) a supervised worker died or ended
+ * while the agent was not stopping (it is logged once, with the worker's name, and shows in
+ * `status`; `Restart=always` starts the agent again); 1 anything else. An unknown flag, or a missing or
  * malformed control-plane URL or machine id, exits 64 before anything starts; an optional
  * setting given a value it cannot use is not an exit but its default, with one ERROR line
  * and a warning in `status`.
@@ -33,6 +35,13 @@ import {
  * @since 0.1.0
  */
 export const EXIT_CONFIG = 78
+
+/**
+ * `run`'s exit status when a worker's fault stopped the agent (see `EXIT_CONFIG`).
+ *
+ * @since 0.1.0
+ */
+export const EXIT_SOFTWARE = 70
 
 /** The reference binary's `--compliance-gate-mode` values. */
 const COMPLIANCE_GATE_MODES = ["disabled", "permissive", "enforce", "auto"] as const

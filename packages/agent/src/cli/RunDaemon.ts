@@ -30,7 +30,7 @@ import * as Tracing from "../Tracing.js"
 import { ExitStatus } from "./ExitStatus.js"
 import { loggerLayer } from "./Logging.js"
 import { usable } from "./PipelineOptions.js"
-import { EXIT_CONFIG, ignoredFlags, runConfigProvider, type RunOptions } from "./RunCommand.js"
+import { EXIT_CONFIG, EXIT_SOFTWARE, ignoredFlags, runConfigProvider, type RunOptions } from "./RunCommand.js"
 
 /** What systemd tells its service in the environment about notifications. */
 const SYSTEMD_VARIABLES = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] as const
@@ -145,6 +145,8 @@ export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitS
     )
     if (exit._tag === "Failure") {
       const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+      // The supervisor logged the fault once, with its cause.
+      if (failure?._tag === "WorkerFailed") return yield* Effect.flatMap(ExitStatus, (s) => Ref.set(s, EXIT_SOFTWARE))
       if (failure !== undefined) return yield* configurationError(String(failure.message).replace(/\s+/g, " "))
       yield* Effect.logError("the agent stopped on an unexpected error").pipe(
         Effect.annotateLogs("cause", String(exit.cause))

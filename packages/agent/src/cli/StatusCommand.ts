@@ -162,6 +162,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
       // What the agent last said about its fleet and its settings still explains a hold.
       ...(last?.fleetRefused === undefined ? {} : { fleetRefused: last.fleetRefused }),
       ...(last?.settingWarnings === undefined ? {} : { settingWarnings: last.settingWarnings }),
+      ...(last?.workerFault === undefined ? {} : { workerFault: last.workerFault }),
       lastError: last?.lastError ?? null,
       lastWarning: last?.lastWarning ?? null
     }

@@ -47,6 +47,11 @@ export const renderStatus = (untrusted: StatusReport, untrustedNotes: ReadonlyAr
   const blocked = report.deliveryBlocked
   const lines = [
     `nixfleet-agent ${agent.version}: ${state}`,
+    // What stopped the agent: systemd starts it again, and this says why it had to.
+    ...(report.workerFault === undefined ? [] : [
+      `worker ${report.workerFault.worker} failed at ${iso(report.workerFault.at)}: ${report.workerFault.reason}; ` +
+      "the agent stopped (exit 70)"
+    ]),
     // Right under the headline: nothing reaches the control plane until it is fixed.
     ...(blocked === undefined ? [] : [
       `${describeDeliveryBlocked(blocked)} since ${iso(blocked.since)}` +
