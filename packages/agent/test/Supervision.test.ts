@@ -12,6 +12,8 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { ActivationPipeline } from "../src/ActivationPipeline.js"
 import { AgentRuntime, type AgentRuntimeService, runUntilShutdown } from "../src/AgentRuntime.js"
+import { failWorkerForTests } from "../src/internal/testFailWorker.js"
+import { FAIL_WORKER, WORKER_NAMES } from "../src/internal/testGates.js"
 import { Reducer } from "../src/Reducer.js"
 import { ReducerInput } from "../src/ReducerInput.js"
 import { StatusReportJson } from "../src/StatusReport.js"
@@ -149,6 +151,39 @@ describe("supervised workers", () => {
       const result = yield* Fiber.join(run)
       expect(result).toMatchObject({ _tag: "Left", left: { _tag: "WorkerFailed", worker: "Heartbeat" } })
     }), 20_000)
+
+  it.scoped(
+    "the fail-worker test gate kills the worker it names through the seam, under the test's own hook",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* tempDir
+        const fake = yield* fakeControlPlane()
+        const seen = new Set<string>()
+        const outer = <E, R>(worker: string, effect: Effect.Effect<void, E, R>): Effect.Effect<void, E, R> => {
+          seen.add(worker)
+          return effect
+        }
+        const gated = runtime(dir, fake.url).pipe(
+          Layer.provide(failWorkerForTests),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([[FAIL_WORKER, "Longpoll"]]))))
+        )
+        const [result, lines] = yield* runUntilShutdown(gated, {}).pipe(
+          Effect.provideService(WorkerHook, outer),
+          Effect.either,
+          Effect.zip(Effect.flatMap(CapturedLogs, (logs) => logs.lines)),
+          Effect.provide(captureLogs)
+        )
+        expect(result).toMatchObject({ _tag: "Left", left: { _tag: "WorkerFailed", worker: "Longpoll" } })
+        expect([...seen].sort()).toStrictEqual([...WORKERS].sort())
+        const errors = lines.filter((line) => line.startsWith("ERROR"))
+        expect(errors).toHaveLength(1)
+        expect(errors[0]).toContain(`worker Longpoll failed`)
+        expect(errors[0]).toContain(`test hook ${FAIL_WORKER}: Longpoll dies now`)
+        // Every worker the runtime forks is one the gate may name.
+        expect(WORKER_NAMES).toStrictEqual(expect.arrayContaining(WORKERS))
+      }),
+    20_000
+  )
 
   it.scoped("a shutdown is not a fault", () =>
     Effect.gen(function*() {

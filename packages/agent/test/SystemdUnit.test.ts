@@ -6,7 +6,8 @@
  * `systemctl start` returns on READY=1 and StatusText follows the phases; the watchdog is
  * pinged, and a wedged reducer gets the agent killed and restarted; `systemctl stop` exits
  * 0, also mid-rollout and mid-switch; a SIGKILLed agent is restarted and resumes its
- * rollout with no event lost or duplicated; the production switch method, `systemd-run`,
+ * rollout with no event lost or duplicated, and so is an agent whose sender dies
+ * mid-rollout (the `NIXFLEET_AGENT_TEST_FAIL_WORKER` gate: exit 70); the production switch method, `systemd-run`,
  * detects every outcome of a real switch as `direct` does and leaves no transient unit (and
  * a fire waits out an ended switch unit that its client still holds), and
  * the agent survives a switch that restarts it, and an activation that changes the agent's
@@ -21,7 +22,8 @@
  * The evaluated unit gets a drop-in, never a change to the module: RestartSec=1 (the
  * module's 30 s would only slow the restart tests down), an ExecStopPost that records how
  * each run of the agent ended (systemd's own log goes to the box's console, not to its
- * journal), and, for the reference command line, its ExecStart.
+ * journal), and, for the reference command line, its ExecStart (for the dying sender, its
+ * test gate's Environment=).
  *
  * A rollout is published while the agent is stopped, then the agent starts: it learns a new
  * rollout's policy from its manifest poll, which runs at start and then every 30 s, and a
@@ -515,6 +517,54 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
     )
 
     it.scoped(
+      "a worker that dies mid-rollout: exit 70, systemd starts the agent again, the rollout resumes, every event once",
+      () =>
+        Effect.gen(function*() {
+          const { box } = yield* SystemdEnv
+          yield* rotateJournal
+          const host = yield* newHost
+          // The sender dies 6 s into every run of the process: long enough for each run to
+          // make progress, short enough to cut the 18 s soak.
+          yield* installAgent(
+            host,
+            settingsFor(host, {
+              environment: TEST_MODES,
+              extraArgs: ["--current-system-path", host.currentSystem]
+            }),
+            "Environment=NIXFLEET_AGENT_TEST_FAIL_WORKER=OutboundSender:6\n"
+          )
+          const { rolloutId } = yield* publish(host.cp, TARGET, 0.3).pipe(Effect.orDie)
+          yield* box.run(["systemctl", "start", `${UNIT}.service`])
+          yield* eventually("the first run to end", Effect.sync(() => exits(host).length >= 1), 30_000, diagnostics)
+          expect(exits(host)[0]).toBe("exit-code exited 70")
+          expect((yield* hostRecord(host.cp, rolloutId).pipe(Effect.orDie))?.state).not.toBe("Converged")
+          yield* eventually(
+            "Restart=always to start the agent again",
+            Effect.map(show(["NRestarts"]), (p) => Number(p["NRestarts"]) >= 1),
+            20_000,
+            diagnostics
+          )
+          yield* awaitState(host, rolloutId, "Converged")
+          const fresh = expectEachEventOnce(yield* events(host.cp).pipe(Effect.orDie), rolloutId)
+          expect(fresh.map((event) => event.kind)).toStrictEqual([
+            "DispatchAck",
+            "ActivationStarted",
+            "ActivationCompleted",
+            "Converged"
+          ])
+          const log = yield* agentLog
+          const errors = log.filter((line) => line.logLevel === "ERROR")
+          expect(errors.length).toBeGreaterThanOrEqual(1)
+          for (const line of errors) expect(line.message).toBe("worker OutboundSender failed; the agent stops")
+          expect(log.some((line) =>
+            line.logLevel === "WARN" && line.message.startsWith("TEST GATE ON: NIXFLEET_AGENT_TEST_FAIL_WORKER=")
+          ))
+            .toBe(true)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
       "the reference agent's command line (no subcommand, --poll-interval, --compliance-gate-mode) reaches READY",
       () =>
         Effect.gen(function*() {
@@ -655,7 +705,13 @@ describeNeeding(boxMissing(), "the module's unit under a real systemd", () => {
           expect(hung).toMatchObject({ outcome: "SwitchFailed", phase: "switch-poll-timeout", exitCode: -1 })
           expect((yield* box.show("nixfleet-switch.service", ["ActiveState"]))["ActiveState"]).toBe("active")
           yield* box.run(["systemctl", "stop", "nixfleet-switch.service"])
-          expect(yield* transientUnits).toStrictEqual([])
+          // Stopped, the unit stays loaded until its `--wait` client has seen it end.
+          yield* eventually(
+            "no switch unit left after the hung one was stopped",
+            Effect.map(transientUnits, (units) => units.length === 0),
+            10_000,
+            Effect.map(transientUnits, (units) => units.join("\n"))
+          )
         }),
       TIMEOUT
     )

@@ -23,6 +23,7 @@ import { AgentRuntime, runUntilShutdown } from "../AgentRuntime.js"
 import { enrollAnonymously, ENROLLMENT_RETRY_INTERVAL, pendingEnrollment } from "../Enrollment.js"
 import { prepareStateDir } from "../internal/pathSafety.js"
 import * as Settings from "../internal/settings.js"
+import { failWorkerForTests } from "../internal/testFailWorker.js"
 import { PipelineConfig } from "../PipelineConfig.js"
 import { claimStatusSocket, StatusServer } from "../StatusServer.js"
 import { notifySystemd, SystemdNotify, type SystemdNotifyService } from "../SystemdNotify.js"
@@ -126,7 +127,9 @@ export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitS
     const runtime = StatusServer.pipe(
       Layer.provideMerge(AgentRuntime.layer()),
       Layer.provide(ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer))),
-      Layer.provide(NodeContext.layer)
+      Layer.provide(NodeContext.layer),
+      // Off unless a test sets NIXFLEET_AGENT_TEST_FAIL_WORKER.
+      Layer.provide(failWorkerForTests)
     )
     const stopRequested = yield* stopSignals
     const scope = yield* Effect.scope

@@ -1,6 +1,7 @@
 /**
  * The test gates: environment switches that make the agent lie about what it does
- * (activations reported without running, no probe run, a reducer that stops answering).
+ * (activations reported without running, no probe run, a reducer that stops answering, a
+ * worker that dies).
  * A gate is on only for a documented true value (`1`, `true`, `yes`, any case) and off for
  * a false one (`0`, `false`, `no`, empty, or unset); anything else is a configuration error
  * naming the key, so that a typo never silently turns a gate on (upstream's gates turn on
@@ -29,6 +30,36 @@ export const PROBE_TEST_MODE = "NIXFLEET_AGENT_PROBE_TEST_MODE"
  * @internal
  */
 export const WEDGE_REDUCER = "NIXFLEET_AGENT_TEST_WEDGE_REDUCER_AFTER_SECS"
+/**
+ * Not a switch but `<worker>[:<seconds>]`: the named supervised worker dies that many
+ * seconds after the process started (at once without them), in every run of the process;
+ * `0`, `false`, `no` or empty leave it off like the others.
+ *
+ * @internal
+ */
+export const FAIL_WORKER = "NIXFLEET_AGENT_TEST_FAIL_WORKER"
+
+/**
+ * The supervised workers' names, as the runtime forks them (`forkWorker`): what
+ * {@link FAIL_WORKER} may name. Renewal and the metrics workers run only when configured.
+ *
+ * @internal
+ */
+export const WORKER_NAMES: ReadonlyArray<string> = [
+  "Reducer",
+  "ActivationWorker",
+  "OutboundSender",
+  "Longpoll",
+  "Heartbeat",
+  "ManifestPoll",
+  "ProbeScheduler",
+  "AdvanceTicker",
+  "AgentStatus.lifecycle",
+  "AgentStatus.writer",
+  "CertificateRenewal",
+  "MetricsExporter.bind",
+  "MetricsExporter.textfile"
+]
 
 /** @internal */
 export const TRUE_VALUES: ReadonlyArray<string> = ["1", "true", "yes"]
@@ -69,6 +100,38 @@ export const parseWedge = (text: string): Either.Either<number | null, string> =
     )
 }
 
+/**
+ * Which worker {@link FAIL_WORKER} fails and after how many seconds of the process's life.
+ *
+ * @internal
+ */
+export interface FailWorker {
+  readonly worker: string
+  readonly afterSeconds: number
+}
+
+/**
+ * The worker to fail, `null` when off, or why the value is not one.
+ *
+ * @internal
+ */
+export const parseFailWorker = (text: string): Either.Either<FailWorker | null, string> => {
+  const value = text.trim()
+  if (FALSE_VALUES.includes(value.toLowerCase())) return Either.right(null)
+  const [worker = "", seconds, ...rest] = value.split(":")
+  const afterSeconds = seconds === undefined ? 0 : Number(seconds)
+  if (!WORKER_NAMES.includes(worker)) {
+    return Either.left(
+      `${FAIL_WORKER}=${shown(text)} does not name a worker: <worker>[:<seconds>] with a worker among ${
+        WORKER_NAMES.join(", ")
+      }; 0, false, no or empty leave it off`
+    )
+  }
+  return rest.length === 0 && (seconds === undefined || /^\d+(\.\d+)?$/.test(seconds))
+    ? Either.right({ worker, afterSeconds })
+    : Either.left(`${FAIL_WORKER}=${shown(text)}: the delay after ${worker} is not a number of seconds`)
+}
+
 const read = <A>(key: string, parse: (text: string) => Either.Either<A, string>, off: A): Config.Config<A> =>
   Config.option(Config.string(key)).pipe(
     Config.mapOrFail((text) =>
@@ -95,6 +158,13 @@ export const switchGate = (key: string): Config.Config<boolean> => read(key, (te
 export const wedgeGate: Config.Config<number | null> = read(WEDGE_REDUCER, parseWedge, null)
 
 /**
+ * The worker {@link FAIL_WORKER} fails, `null` when off.
+ *
+ * @internal
+ */
+export const failWorkerGate: Config.Config<FailWorker | null> = read(FAIL_WORKER, parseFailWorker, null)
+
+/**
  * One gate that is on, as `status` shows it.
  *
  * @internal
@@ -108,7 +178,8 @@ export interface GateOn {
 const EFFECTS: Readonly<Record<string, string>> = {
   [ACTIVATION_TEST_MODE]: "activations and rollbacks are NOT run, only reported as succeeded",
   [PROBE_TEST_MODE]: "health probes are NOT run",
-  [WEDGE_REDUCER]: "the reducer stops answering after the given seconds (the watchdog then restarts the agent)"
+  [WEDGE_REDUCER]: "the reducer stops answering after the given seconds (the watchdog then restarts the agent)",
+  [FAIL_WORKER]: "the named worker dies the given seconds after start (the agent then exits 70), in every run"
 }
 
 /**
@@ -116,7 +187,7 @@ const EFFECTS: Readonly<Record<string, string>> = {
  *
  * @internal
  */
-export const GATES: ReadonlyArray<string> = [ACTIVATION_TEST_MODE, PROBE_TEST_MODE, WEDGE_REDUCER]
+export const GATES: ReadonlyArray<string> = [ACTIVATION_TEST_MODE, PROBE_TEST_MODE, WEDGE_REDUCER, FAIL_WORKER]
 
 /**
  * The gates that are on; fails with a `ConfigError` naming the key of a value that is not
@@ -125,12 +196,12 @@ export const GATES: ReadonlyArray<string> = [ACTIVATION_TEST_MODE, PROBE_TEST_MO
  * @internal
  */
 export const gatesOn: Config.Config<ReadonlyArray<GateOn>> = Config.all([
-  Config.all([switchGate(ACTIVATION_TEST_MODE), switchGate(PROBE_TEST_MODE), wedgeGate]),
+  Config.all([switchGate(ACTIVATION_TEST_MODE), switchGate(PROBE_TEST_MODE), wedgeGate, failWorkerGate]),
   Config.all(GATES.map((key) => Config.option(Config.string(key))))
 ]).pipe(
-  Config.map(([[activation, probe, wedge], texts]) =>
+  Config.map(([[activation, probe, wedge, failWorker], texts]) =>
     GATES.flatMap((gate, index) => {
-      const on = [activation, probe, wedge !== null][index] === true
+      const on = [activation, probe, wedge !== null, failWorker !== null][index] === true
       const text = texts[index]
       return on && text !== undefined && Option.isSome(text)
         ? [{ gate, value: text.value, effect: EFFECTS[gate] ?? "" }]
