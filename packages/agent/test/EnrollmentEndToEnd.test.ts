@@ -313,9 +313,13 @@ describe("renewal against the TLS dev control plane", () => {
         const used = (path: RegExp) =>
           requests.filter((r) => path.test(r.path)).map((r) => r.clientCertificate?.fingerprint256)
         expect(used(/^\/v1\/rollouts\//).length).toBeGreaterThan(0)
-        for (const fingerprint of used(/^\/v1\/(rollouts\/|agent\/events)/)) {
-          expect(fingerprint).toBe(fingerprintOf(renewed))
-        }
+        // Each request by path and which certificate it presented, so that a failure says which.
+        const which = (fingerprint: string | undefined) =>
+          fingerprint === fingerprintOf(renewed) ? "renewed" : fingerprint === fingerprintOf(old) ? "old" : fingerprint
+        const afterRenewal = requests
+          .filter((r) => /^\/v1\/(rollouts\/|agent\/events)/.test(r.path))
+          .map((r) => `${r.path} ${which(r.clientCertificate?.fingerprint256)}`)
+        expect(afterRenewal).toStrictEqual(afterRenewal.map((line) => line.replace(/ [^ ]*$/, " renewed")))
         // Nothing after the renewal started with the old certificate but the requests already in flight.
         const stale = requests.slice(renewal + 1).filter((r) =>
           r.clientCertificate?.fingerprint256 === fingerprintOf(old) && r.path !== "/v1/agent/dispatch"
