@@ -134,7 +134,22 @@ const rollbackRefusal = Effect.fn("ActivationWorker.checkRollback")(function*(in
 const sendFor = (intent: ActivationIntent) => (event: LocalEvent) =>
   Effect.flatMap(Reducer, (reducer) => reducer.offer(ReducerInput.HostEvent({ rolloutId: intent.rolloutId, event })))
 
-const testModeOn = activationTestMode.pipe(Effect.orElseSucceed(() => false))
+/** In test mode, says so and counts it: the caller then reports success without running anything. */
+const testModeReported = (rollback: boolean) =>
+  Effect.flatMap(activationTestMode.pipe(Effect.orElseSucceed(() => false)), (on) =>
+    on
+      ? Effect.as(
+        Effect.zipRight(
+          Effect.logWarning("NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"),
+          measure(rollback, "test_mode", null)
+        ),
+        true
+      )
+      : Effect.succeed(false))
+
+/** Why a closure the reducer named is not run, or null: it must be a Nix store basename. */
+const notAClosure = (closure: string, action: string): string | null =>
+  isClosureName(closure) ? null : `refusing to ${action} ${JSON.stringify(closure)}: not a Nix store basename`
 
 /** A forward switch: reports started (unless a previous run already did), then the outcome. */
 const runForward = (intent: ActivationIntent, reportStarted: boolean) =>
@@ -144,11 +159,7 @@ const runForward = (intent: ActivationIntent, reportStarted: boolean) =>
     if (reportStarted) {
       yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
     }
-    if (yield* testModeOn) {
-      yield* Effect.logWarning(
-        "NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"
-      )
-      yield* measure(false, "test_mode", null)
+    if (yield* testModeReported(false)) {
       return yield* send({
         _tag: "LocalActivationCompleted",
         observedCurrentClosure: intent.closure,
@@ -157,8 +168,8 @@ const runForward = (intent: ActivationIntent, reportStarted: boolean) =>
         seq: 0
       })
     }
-    if (!isClosureName(intent.closure)) {
-      const detail = `refusing to activate ${JSON.stringify(intent.closure)}: not a Nix store basename`
+    const detail = notAClosure(intent.closure, "activate")
+    if (detail !== null) {
       yield* Effect.logError(detail)
       return yield* send({
         _tag: "LocalActivationFailed",
@@ -204,11 +215,7 @@ const runRollback = (intent: ActivationIntent) =>
       yield* Effect.logError(refusal)
       return yield* rollbackGaveUp(intent)
     }
-    if (yield* testModeOn) {
-      yield* Effect.logWarning(
-        "NIXFLEET_AGENT_ACTIVATION_TEST_MODE is set: NOT activating anything, reporting success"
-      )
-      yield* measure(true, "test_mode", null)
+    if (yield* testModeReported(true)) {
       return yield* send({
         _tag: "LocalRollbackCompleted",
         revertedToClosure: intent.closure,
@@ -217,8 +224,9 @@ const runRollback = (intent: ActivationIntent) =>
         seq: 0
       })
     }
-    if (!isClosureName(intent.closure)) {
-      yield* Effect.logError(`refusing to activate ${JSON.stringify(intent.closure)}: not a Nix store basename`)
+    const detail = notAClosure(intent.closure, "roll back to")
+    if (detail !== null) {
+      yield* Effect.logError(detail)
       return yield* rollbackGaveUp(intent)
     }
     const startedAt = yield* Clock.currentTimeMillis

@@ -19,7 +19,7 @@ import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
 import { AgentConfig } from "./AgentConfig.js"
 import { writeFileAtomicEffect } from "./internal/atomicFile.js"
-import { describeError } from "./internal/outbox/errors.js"
+import { describeError } from "./internal/describeError.js"
 
 /**
  * The ledger could not be read or written (with the path and the system's reason).
