@@ -1,6 +1,7 @@
 import * as effectEslint from "@effect/eslint-plugin"
 import js from "@eslint/js"
 import tseslint from "typescript-eslint"
+import { layersPlugin } from "./scripts/eslint/layers.mjs"
 
 export default tseslint.config(
   { ignores: ["**/dist/**", "**/build/**", "**/node_modules/**", "**/*.md"] },
@@ -34,6 +35,12 @@ export default tseslint.config(
         }
       }]
     }
+  },
+  {
+    // The agent's folders import one way only (scripts/eslint/layers.mjs).
+    files: ["packages/agent/src/**/*.ts"],
+    plugins: { layers: layersPlugin },
+    rules: { "layers/import-direction": "error" }
   },
   {
     // The state machine is the pure core: no I/O, no clocks, no timers.

@@ -130,9 +130,10 @@ buildNpmPackage {
     runHook preInstall
 
     npm prune --omit=dev --no-save
-    # The dev control plane is a development dependency (only `dev` loads it), but prune
-    # keeps workspace links: it is not part of the package.
-    rm -f node_modules/@nixfleet/dev-control-plane
+    # The dev tools (the demo `dev` loads by name, the dev control plane) are workspace
+    # packages the agent does not depend on, but prune keeps workspace links: they are not
+    # part of the package.
+    rm -f node_modules/@nixfleet/dev node_modules/@nixfleet/dev-control-plane
     # prune leaves the empty scope directories of what it removed.
     find node_modules -mindepth 1 -maxdepth 2 -type d -empty -delete
 
@@ -143,7 +144,7 @@ buildNpmPackage {
     # copied as they are, they resolve inside $dest.
     cp -r node_modules $dest/
     for dir in packages/*; do
-      if [ $dir = packages/dev-control-plane ]; then continue; fi
+      case $dir in packages/dev | packages/dev-control-plane) continue ;; esac
       mkdir -p $dest/$dir
       cp $dir/package.json $dest/$dir/
       for part in dist bin node_modules; do
@@ -183,11 +184,12 @@ buildNpmPackage {
     runHook preInstallCheck
     $out/bin/nixfleet-agent --version
     $out/bin/nixfleet-agent run --help > /dev/null
-    # Without the dev control plane, `dev` says so and exits 69.
+    # Without the dev tools, `dev` says so and exits 69.
     status=0
     $out/bin/nixfleet-agent dev 2> dev.err || status=$?
     [ $status = 69 ]
-    grep -q @nixfleet/dev-control-plane dev.err
+    grep -q "needs the @nixfleet/dev package" dev.err
+    [ ! -e $out/lib/nixfleet-agent/packages/dev ]
     # The native modules load with the node that runs them (ABI checked at load).
     (cd $out/lib/nixfleet-agent/packages/agent && ${lib.getExe nodejs} -e '
       require("better-sqlite3")(":memory:").close()

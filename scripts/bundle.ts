@@ -12,7 +12,7 @@
  *   dependency that only `dev` imports.
  * - Linked source maps, without the sources' text, with full detail for our own code only
  *   (sourceMaps.ts). A second entry point, `stack-traces.mjs`, formats stack traces from
- *   them when one is needed (src/internal/stackTraces.ts); `bin/nixfleet-agent.js` installs
+ *   them when one is needed (src/node/stackTraces.ts); `bin/nixfleet-agent.js` installs
  *   it, so stack traces name our TypeScript files at no cost to start-up or memory.
  * - The metafile goes to `packages/agent/build/bundle-meta.json` (not shipped): what each
  *   chunk holds (`npx esbuild --analyze` style questions: why is X loaded at start).
@@ -31,7 +31,7 @@ export const BUNDLE_DIR = Path.join(AGENT, "dist/bundle")
 export const META_FILE = Path.join(AGENT, "build/bundle-meta.json")
 
 /** Native modules and the dev-only package: resolved from node_modules at run time. */
-export const EXTERNAL = ["better-sqlite3", "unix-dgram", "@nixfleet/dev-control-plane"]
+export const EXTERNAL = ["better-sqlite3", "unix-dgram"]
 
 // Bundled CommonJS dependencies call `require` (for Node's built-in modules); an ES module
 // has none, so each output file gets one.
@@ -48,7 +48,7 @@ export const buildBundle = async (outdir: string): Promise<esbuild.Metafile> => 
     absWorkingDir: REPO,
     entryPoints: {
       "nixfleet-agent": Path.join(AGENT, "src/bin.ts"),
-      "stack-traces": Path.join(AGENT, "src/internal/stackTraces.ts")
+      "stack-traces": Path.join(AGENT, "src/node/stackTraces.ts")
     },
     outdir,
     bundle: true,

@@ -3,7 +3,7 @@
  * sources is kept, and mappings into dependencies (node_modules) only where their source
  * line changes, so a frame in a dependency still names its file and line (the column is
  * that of the line's first mapping). The maps shrink to about a third; a stack trace is
- * formatted from them when one is needed (packages/agent/src/internal/stackTraces.ts), and
+ * formatted from them when one is needed (packages/agent/src/node/stackTraces.ts), and
  * parsing a smaller map is that much quicker. (Dropping the dependencies' mappings instead,
  * with unmapped segments, would not do: Node's SourceMap reads an unmapped segment as the
  * mapping before it.)

@@ -3,13 +3,13 @@
  * (vitest's `globalSetup`, named by vitest.shared.ts), so that a test never runs a stale
  * CLI: a source edited, then one test file run, runs the edit.
  *
- * - `tsc -b` of the dev control plane's package (and so of proto and state-machine): the
- *   `dist` that `nixfleet-agent dev` loads it from, the one build output the spawned
- *   processes load besides the bundles. Incremental, and not the agent's own package, which
- *   nothing spawned loads (the bundle is built from its sources): an edit to the agent costs
- *   no type check here. Type errors are printed but do not stop the run: tsc has emitted
- *   the JavaScript all the same, and `npm run typecheck` is where they fail. A build that
- *   emits nothing (a broken tsconfig) fails the run.
+ * - `tsc -b` of the dev tools' package (`@nixfleet/dev`, and so of the agent's library, the
+ *   dev control plane, proto and state-machine): the `dist` that `nixfleet-agent dev` loads
+ *   the demo from, by name, the one build output the spawned processes load besides the
+ *   bundles. Incremental: an edit to the agent costs a type check of what it touches. Type
+ *   errors are printed but do not stop the run: tsc has emitted the JavaScript all the
+ *   same, and `npm run typecheck` is where they fail. A build that emits nothing (a broken
+ *   tsconfig) fails the run.
  * - The CLI's bundle (`packages/agent/dist/bundle`, run by `packages/agent/bin`) and the dev
  *   control plane's (scripts/bundle.ts), each rebuilt only when one of its inputs changed
  *   since it was built; an esbuild error fails the run. A new bundle replaces the old one
@@ -25,7 +25,7 @@ import { buildBundle, buildControlPlaneBundle, BUNDLE_DIR, CONTROL_PLANE_BUNDLE,
 
 const REPO = Path.resolve(import.meta.dirname, "..")
 const TSC = createRequire(import.meta.url).resolve("typescript/bin/tsc")
-const TSC_PROJECT = "packages/dev-control-plane/tsconfig.src.json"
+const TSC_PROJECT = "packages/dev/tsconfig.src.json"
 const CONTROL_PLANE_META = Path.join(Path.dirname(CONTROL_PLANE_BUNDLE), "meta.json")
 /** What decides how a bundle is built, besides its inputs. */
 const BUILD_SCRIPTS = ["scripts/bundle.ts", "scripts/sourceMaps.ts", "package-lock.json"]

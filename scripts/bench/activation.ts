@@ -13,11 +13,11 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { ActivationPipeline, ActivationPipelineLive, PipelineConfig } from "@nixfleet/agent"
+import { boot, buildClosure, makeSandbox, type NixSandbox, runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox, type NixSandbox, runProcess } from "../nix/fixtures.js"
 import { median } from "./stats.js"
 
 const RUNS = 9

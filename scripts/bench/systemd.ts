@@ -16,11 +16,11 @@
  *
  *   npm run build && npm run bench -- systemd
  */
+import { boot, buildClosure, makeSandbox, type NixSandbox } from "@nixfleet/dev/NixFixtures"
 import { Effect, Schema, type Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox, type NixSandbox } from "../nix/fixtures.js"
 import { REPO } from "../nix/moduleEval.js"
 import {
   agentPackage,

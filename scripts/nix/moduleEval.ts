@@ -4,10 +4,10 @@
  * --json`. Settings reach Nix as JSON through the environment, so no Nix quoting is
  * involved. Used by the tests and the benchmarks.
  */
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { runProcess } from "./fixtures.js"
 
 export const REPO = Path.resolve(import.meta.dirname, "../..")
 

@@ -9,12 +9,12 @@
  *
  * Every failure here is a setup error: the effects die with what was run and what it said.
  */
+import { type ProcessResult, runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect, type Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { buildBundle } from "../bundle.js"
-import { type ProcessResult, runProcess } from "../nix/fixtures.js"
 import { evalNixos, moduleEvalMissing, onPath, REPO, type Settings } from "../nix/moduleEval.js"
 
 export const BOX = Path.resolve(REPO, "../shared/tools/systemd-box/box")

@@ -14,7 +14,7 @@
 //   go back to the system instead of staying in the heap (no effect elsewhere).
 //
 // Stack traces are mapped to our TypeScript sources when they are formatted
-// (src/internal/stackTraces.ts), installed once the bundle has loaded: Effect formats a
+// (src/node/stackTraces.ts), installed once the bundle has loaded: Effect formats a
 // stack trace as it loads, which is not worth parsing a source map for.
 import { URL } from "node:url"
 import { mapStackTraces } from "../dist/bundle/stack-traces.mjs"

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { VERSION } from "./version.js"
+import { VERSION } from "./support/version.js"
 
 const args = process.argv.slice(2)
 if (args.length === 1 && args[0] === "--version") {

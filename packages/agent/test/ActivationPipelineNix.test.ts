@@ -5,9 +5,6 @@
  * whose exit is watched); `systemd-run` and `darwin` cannot run here (see PipelinePhases).
  */
 import { expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import {
   boot,
   bootRuns,
@@ -21,8 +18,11 @@ import {
   type NixSandbox,
   profileClosure,
   switchRuns
-} from "../../../scripts/nix/fixtures.js"
-import { ActivationPipeline } from "../src/ActivationPipeline.js"
+} from "@nixfleet/dev/NixFixtures"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
 import { describeNix } from "./nix/describeNix.js"
 import { pipeline, withEnv } from "./support/nixPipeline.js"
 

@@ -11,10 +11,10 @@ import {
   SignatureMismatch,
   SwitchFailed,
   VerifyMismatch
-} from "../src/ActivationPipeline.js"
-import { activationEvent, ActivationWorker } from "../src/ActivationWorker.js"
-import { Reducer } from "../src/Reducer.js"
-import { ReducerInput } from "../src/ReducerInput.js"
+} from "../src/pipeline/ActivationPipeline.js"
+import { activationEvent, ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import { Reducer } from "../src/runtime/Reducer.js"
+import { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { manifestSet, PRIOR, reducerLayer, ROLLOUT, TARGET } from "./support/fixtures.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
 import { MemoryOutboxHandle } from "./support/memoryOutbox.js"

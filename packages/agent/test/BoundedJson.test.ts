@@ -11,7 +11,7 @@ import {
   parseJson,
   prescan,
   safeText
-} from "../src/internal/boundedJson.js"
+} from "../src/support/boundedJson.js"
 
 const nested = (depth: number) => `${"[".repeat(depth)}${"]".repeat(depth)}`
 const array = (length: number) => `[${new Array<string>(length).fill("1").join(",")}]`

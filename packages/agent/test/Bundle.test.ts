@@ -2,20 +2,21 @@
  * The bundled command line, run for real as a package installs it: the bundle is built
  * (scripts/bundle.ts, as `npm run build` does) into a directory laid out like the installed
  * package, whose node_modules holds only the native modules, so nothing else can be loaded
- * from the repository. There: the chunks loaded at start hold none of the heavy parts;
+ * from the repository. There: the chunks loaded at start hold none of the heavy parts, and
+ * no chunk holds the dev tools (`dev` loads `@nixfleet/dev` by name, from a checkout);
  * `--version`, `status` on an empty state directory, and `run` against the dev control plane
- * up to boot recovery and a clean stop; `dev` without the dev control plane installed says
- * so in one line; and stack traces name our TypeScript files.
+ * up to boot recovery and a clean stop; `dev`, without the dev tools installed, says so in
+ * one line; and stack traces name our TypeScript files.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import type { Metafile } from "esbuild"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { pathToFileURL } from "node:url"
 import { buildBundle } from "../../../scripts/bundle.js"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
-import { VERSION } from "../src/version.js"
+import { VERSION } from "../src/support/version.js"
 import {
   eventually,
   logged,
@@ -79,11 +80,14 @@ const commandLineOutputs = (metafile: Metafile): ReadonlyArray<string> => {
   return [...seen]
 }
 
+/** The dev tools' sources: the demo and the Nix fixtures (once under the agent's src/dev), the dev control plane. */
+const DEV_TOOLS = /(^|\/)packages\/(dev|dev-control-plane|agent\/src\/dev)\//
+
 const HEAVY = [
   /\/packages\/agent\/src\/AgentRuntime\.ts$/,
   /node_modules\/(better-sqlite3|@effect\/sql-sqlite-node)\//,
   /node_modules\/undici\//,
-  /\/src\/ControlPlaneHttp\.ts$/,
+  /\/src\/controlplane\/ControlPlaneHttp\.ts$/,
   /node_modules\/@peculiar\/x509\//,
   /opentelemetry/,
   /dev-control-plane/
@@ -91,7 +95,7 @@ const HEAVY = [
 
 describe("the bundle", () => {
   it.scopedLive(
-    "runs as installed: --version, status, run to boot recovery, dev without the dev control plane",
+    "runs as installed: --version, status, run to boot recovery, dev without the dev tools",
     () =>
       Effect.gen(function*() {
         const dir = yield* tempDirectory
@@ -108,6 +112,13 @@ describe("the bundle", () => {
         )
         expect(externals).toStrictEqual([])
 
+        // No chunk holds the dev tools, nor imports them by a name esbuild could follow.
+        const outputs = Object.values(installed.metafile.outputs)
+        expect(outputs.flatMap((output) => Object.keys(output.inputs)).filter((input) => DEV_TOOLS.test(input)))
+          .toStrictEqual([])
+        expect(outputs.flatMap((output) => output.imports).filter((i) => i.path.startsWith("@nixfleet/")))
+          .toStrictEqual([])
+
         const version = yield* agent(installed, ["--version"])
         expect(version.code, version.stderr).toBe(0)
         expect(version.stdout.trim()).toBe(VERSION)
@@ -121,7 +132,8 @@ describe("the bundle", () => {
         const dev = yield* agent(installed, ["dev"])
         expect(dev.code).toBe(69)
         expect(dev.stderr.trim().split("\n")).toHaveLength(1)
-        expect(dev.stderr).toContain("@nixfleet/dev-control-plane")
+        expect(dev.stderr).toMatch(/^nixfleet-agent: dev needs the @nixfleet\/dev package, .*\(npm start\)$/m)
+        expect(dev.stdout).toBe("")
 
         const cp = yield* startControlPlane(Path.join(dir, "cp"))
         const daemon = yield* startAgent(cp, testModeHost(dir), TEST_MODES, installed.bin)

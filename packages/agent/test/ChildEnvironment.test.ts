@@ -1,6 +1,6 @@
 /**
  * What each kind of child process sees of the agent's environment: only the allow-list of
- * `internal/childEnvironment` (PATH, locale, time zone, Nix's own variables for Nix...),
+ * `support/childEnvironment` (PATH, locale, time zone, Nix's own variables for Nix...),
  * never a secret such as OTEL_EXPORTER_OTLP_HEADERS. Real processes each time: an exec
  * probe, `nix-store --realise` and `nix-env --set` (stand-ins on PATH), the `direct` switch
  * and `switch-to-configuration boot` (a fixture closure), and the systemd-run client; each
@@ -12,12 +12,12 @@ import { Duration, Effect, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { ProbeDeclaration } from "../src/HealthChecks.js"
-import { allowed, childEnvironment } from "../src/internal/childEnvironment.js"
-import { fire, installBootEntry } from "../src/phases/Fire.js"
-import { setProfile } from "../src/phases/Profile.js"
-import { realise } from "../src/phases/Realise.js"
+import { fire, installBootEntry } from "../src/pipeline/phases/Fire.js"
+import { setProfile } from "../src/pipeline/phases/Profile.js"
+import { realise } from "../src/pipeline/phases/Realise.js"
+import { ProbeDeclaration } from "../src/probes/HealthChecks.js"
 import { runProbe } from "../src/probes/Runner.js"
+import { allowed, childEnvironment } from "../src/support/childEnvironment.js"
 
 const SECRET = "OTEL_EXPORTER_OTLP_HEADERS"
 const SECRET_VALUE = "authorization=Bearer do-not-leak"

@@ -3,10 +3,10 @@
  * subcommand listing its flags, and exit 64 with one line for input it cannot use.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
-import { VERSION } from "../src/version.js"
+import { VERSION } from "../src/support/version.js"
 
 const REPO = Path.resolve(__dirname, "../../..")
 /** The command as installed (the bundle, which the test run builds first). */

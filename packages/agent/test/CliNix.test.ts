@@ -4,9 +4,6 @@
  * it.
  */
 import { expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import {
   boot,
   buildClosure,
@@ -15,7 +12,10 @@ import {
   makeSandbox,
   type NixSandbox,
   runProcess
-} from "../../../scripts/nix/fixtures.js"
+} from "@nixfleet/dev/NixFixtures"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { describeNix } from "./nix/describeNix.js"
 
 const REPO = Path.resolve(__dirname, "../../..")

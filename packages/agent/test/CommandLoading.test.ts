@@ -30,7 +30,8 @@ const TIMEOUT = 90_000
 const HEAVY = {
   runtime: /\/packages\/agent\/src\/AgentRuntime\.ts$/,
   sqlite: /\/node_modules\/(better-sqlite3|@effect\/sql-sqlite-node)\//,
-  httpClient: /\/node_modules\/undici\/|\/@effect\/platform\/dist\/esm\/HttpClient\.js$|\/src\/ControlPlaneHttp\.ts$/,
+  httpClient:
+    /\/node_modules\/undici\/|\/@effect\/platform\/dist\/esm\/HttpClient\.js$|\/src\/controlplane\/ControlPlaneHttp\.ts$/,
   x509: /\/node_modules\/@peculiar\/x509\//,
   openTelemetry: /opentelemetry/,
   devControlPlane: /\/packages\/dev-control-plane\//

@@ -5,9 +5,9 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { AgentConfig } from "../src/AgentConfig.js"
-import { ControlPlaneClient, ControlPlaneTransport, MAX_BODY_BYTES } from "../src/ControlPlaneClient.js"
-import { ControlPlaneHttp, isLoopback } from "../src/ControlPlaneHttp.js"
+import { AgentConfig } from "../src/config/AgentConfig.js"
+import { ControlPlaneClient, ControlPlaneTransport, MAX_BODY_BYTES } from "../src/controlplane/ControlPlaneClient.js"
+import { ControlPlaneHttp, isLoopback } from "../src/controlplane/ControlPlaneHttp.js"
 import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 
 const withClient = <A, E>(

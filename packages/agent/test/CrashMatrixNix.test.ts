@@ -5,10 +5,10 @@
  * StorageFaults.test.ts (it waits for the control plane's heartbeat-driven recovery).
  */
 import { describe, expect, it } from "@effect/vitest"
+import { boot, buildClosure, currentClosure, makeSandbox, switchRuns } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, currentClosure, makeSandbox, switchRuns } from "../../../scripts/nix/fixtures.js"
 import { describeNix } from "./nix/describeNix.js"
 import { confinementMissing, fill, free, startConfined } from "./support/confined.js"
 import { faultMatrixEnabled, faultMatrixSkipped } from "./support/faultMatrix.js"

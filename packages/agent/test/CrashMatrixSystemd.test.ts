@@ -8,10 +8,10 @@
  * CrashMatrixNix.test.ts.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { boot, buildClosure, makeSandbox, type SwitchBehaviour, switchRuns } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox, type SwitchBehaviour, switchRuns } from "../../../scripts/nix/fixtures.js"
 import {
   agentPackage,
   agentUnit,

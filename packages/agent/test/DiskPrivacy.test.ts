@@ -7,8 +7,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { FileWriteError, writeFileAtomicEffect } from "../src/internal/atomicFile.js"
-import { describeError, errnoOf } from "../src/internal/describeError.js"
+import { FileWriteError, writeFileAtomicEffect } from "../src/support/atomicFile.js"
+import { describeError, errnoOf } from "../src/support/describeError.js"
 import { entry, openOutbox, ROLLOUT_A, tempStateDir } from "./fixtures/outbox/support.js"
 
 const modeOf = (file: string) => (Fs.statSync(file).mode & 0o777).toString(8)

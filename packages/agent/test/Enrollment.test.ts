@@ -10,18 +10,18 @@ import { ConfigProvider, Duration, Effect, Either, Exit, Fiber, Layer, Metric, Q
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { AgentConfig, config as agentConfig } from "../src/AgentConfig.js"
-import { CertificateRenewal, certificateRenewals, remainingFraction } from "../src/CertificateRenewal.js"
+import { AgentConfig, config as agentConfig } from "../src/config/AgentConfig.js"
 import {
   ControlPlaneClient,
   type ControlPlaneClientService,
   type ControlPlaneError,
   StatusError,
   TransportError
-} from "../src/ControlPlaneClient.js"
-import { enroll, pendingEnrollment } from "../src/Enrollment.js"
-import { certificateRequest, certifiesKey, hostKeyFrom, publicKeyFingerprint } from "../src/internal/hostIdentity.js"
-import { Shutdown } from "../src/Shutdown.js"
+} from "../src/controlplane/ControlPlaneClient.js"
+import { CertificateRenewal, certificateRenewals, remainingFraction } from "../src/identity/CertificateRenewal.js"
+import { enroll, pendingEnrollment } from "../src/identity/Enrollment.js"
+import { certificateRequest, certifiesKey, hostKeyFrom, publicKeyFingerprint } from "../src/identity/hostIdentity.js"
+import { Shutdown } from "../src/runtime/Shutdown.js"
 import { stateDirectory } from "./support/agentHarness.js"
 import { HOST_KEY, HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI, selfSigned } from "./support/certificates.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Option, Schema } from "effect"
 import * as Path from "node:path"
-import { FAIL_WORKER, failWorkerGate, gatesOn, parseFailWorker, WORKER_NAMES } from "../src/internal/testGates.js"
+import { FAIL_WORKER, failWorkerGate, gatesOn, parseFailWorker, WORKER_NAMES } from "../src/config/testGates.js"
 import { stateDirectory } from "./support/agentHarness.js"
 import { AGENT, spawnScript } from "./support/processes.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"

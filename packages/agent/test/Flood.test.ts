@@ -6,10 +6,10 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Logger, LogLevel, Stream } from "effect"
-import { ActivationPipeline } from "../src/ActivationPipeline.js"
-import { ActivationWorker } from "../src/ActivationWorker.js"
-import { Reducer } from "../src/Reducer.js"
-import { ReducerInput } from "../src/ReducerInput.js"
+import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
+import { ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import { Reducer } from "../src/runtime/Reducer.js"
+import { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { manifestSet, PRIOR, reducerLayer, TARGET } from "./support/fixtures.js"
 
 const ROLLOUTS = 150

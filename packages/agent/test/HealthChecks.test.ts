@@ -4,7 +4,7 @@ import { Effect, Layer, Metric } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { HealthChecksError, invalidHealthChecks, loadHealthChecks } from "../src/HealthChecks.js"
+import { HealthChecksError, invalidHealthChecks, loadHealthChecks } from "../src/probes/HealthChecks.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
 
 const TestLayer = Layer.merge(NodeFileSystem.layer, captureLogs)

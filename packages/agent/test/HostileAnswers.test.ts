@@ -8,14 +8,18 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { type DevControlPlane, type Route, start } from "@nixfleet/dev-control-plane"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { TrustConfig, verifyArtifact } from "@nixfleet/proto"
 import { Context, Effect, Either, Layer, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
-import { AgentConfig } from "../src/AgentConfig.js"
-import { ControlPlaneClient, type ControlPlaneClientService, ControlPlaneTransport } from "../src/ControlPlaneClient.js"
-import { enrollAnonymously } from "../src/Enrollment.js"
+import { AgentConfig } from "../src/config/AgentConfig.js"
+import {
+  ControlPlaneClient,
+  type ControlPlaneClientService,
+  ControlPlaneTransport
+} from "../src/controlplane/ControlPlaneClient.js"
+import { enrollAnonymously } from "../src/identity/Enrollment.js"
 import { eventually, type RunningAgent, startAgent, stateDirectory } from "./support/agentHarness.js"
 import { HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI } from "./support/certificates.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"

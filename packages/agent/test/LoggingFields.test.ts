@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, FiberRef, HashSet, Logger, LogLevel } from "effect"
 import * as Path from "node:path"
-import { LogLevelWarning, rustLogLevel, withEnvironmentLogLevel } from "../src/cli/Logging.js"
+import { LogLevelWarning, rustLogLevel, withEnvironmentLogLevel } from "../src/node/Logging.js"
 import { TARGET } from "./support/fixtures.js"
 import {
   AGENT,

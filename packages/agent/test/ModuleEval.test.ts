@@ -10,14 +10,14 @@
  * persisted directories are checked field by field.
  */
 import { expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { TrustConfig } from "@nixfleet/proto"
 import { Effect, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { onPath } from "../../../scripts/nix/moduleEval.js"
-import { HealthChecks } from "../src/HealthChecks.js"
+import { HealthChecks } from "../src/probes/HealthChecks.js"
 import {
   describeNeeding,
   evalDarwin,

@@ -4,12 +4,12 @@
  * (nix/node-flags.nix, evaluated with nixpkgs' lib) passes exactly the same.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { shebangSettings } from "../../../scripts/shebang.js"
-import { VERSION } from "../src/version.js"
+import { VERSION } from "../src/support/version.js"
 import { describeNeeding, moduleEvalMissing, NIXPKGS_LIB } from "./support/moduleEval.js"
 
 const REPO = Path.resolve(__dirname, "../../..")

@@ -3,7 +3,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import { AgentEvent } from "@nixfleet/proto"
 import { Deferred, Effect, Fiber, Option, Schema, TestClock } from "effect"
-import { OutboxError } from "../src/Outbox.js"
+import { OutboxError } from "../src/outbox/Outbox.js"
 import {
   dispatchAck,
   entry,

@@ -10,7 +10,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { checkFile } from "../src/internal/outbox/sqlite.js"
+import { checkFile } from "../src/outbox/sqlite.js"
 import { openOutbox, tempStateDir } from "./fixtures/outbox/support.js"
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url))

@@ -5,14 +5,16 @@
  * nixpkgs' module system, renders for `packaging/sample-settings.nix` (not a copy written by
  * hand), passes `systemd-analyze verify` without a warning, and passes only flags the real
  * `run` parser accepts. The module itself is checked option by option in ModuleEval.test.ts
- * and run under systemd in SystemdUnit.test.ts.
+ * and run under systemd in SystemdUnit.test.ts. And the npm package: what `npm pack` puts in
+ * it holds no dev tools (the demo, the Nix fixtures, the dev control plane), and none of
+ * them is a runtime dependency.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { isCi, nixSuiteMode, runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { isCi, nixSuiteMode, runProcess } from "../../../scripts/nix/fixtures.js"
 import { describeNix } from "./nix/describeNix.js"
 import { describeNeeding, moduleEvalMissing, NIXPKGS_LIB } from "./support/moduleEval.js"
 import { accepted, parseArgv, parseRun, systemdWords } from "./support/runParser.js"
@@ -440,4 +442,46 @@ describeWith("systemd-analyze", "packaging/nixfleet-agent.service under systemd-
       expect(verified.lines).toStrictEqual([])
       expect(verified.code).toBe(0)
     }), TIMEOUT)
+})
+
+describe("the npm package", () => {
+  const agentDir = Path.join(REPO, "packages/agent")
+  /** The dev package's modules, by name (its entry point aside): none may be packed. */
+  const devModules = Fs.readdirSync(Path.join(REPO, "packages/dev/src"))
+    .map((file) => file.replace(/\.ts$/, ""))
+    .filter((name) => name !== "index")
+  const isDevTool = (file: string) =>
+    /(^|\/)(dev|dev-control-plane)\//.test(file) ||
+    devModules.includes(Path.basename(file).replace(/(\.d)?\.(ts|js|mjs)(\.map)?$/, ""))
+
+  it.live("npm pack holds the command line and the library, and no dev tools", () =>
+    Effect.gen(function*() {
+      const packed = yield* runProcess("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: agentDir })
+      expect(packed.code, packed.stderr).toBe(0)
+      const [manifest] = JSON.parse(packed.stdout) as ReadonlyArray<{ readonly files: ReadonlyArray<{ path: string }> }>
+      const files = (manifest?.files ?? []).map((file) => file.path)
+      expect(files).toEqual(expect.arrayContaining([
+        "package.json",
+        "bin/nixfleet-agent.js",
+        "dist/bundle/nixfleet-agent.mjs",
+        "dist/index.js",
+        "src/index.ts",
+        "src/cli/DevCommand.ts"
+      ]))
+      expect(devModules).toEqual(expect.arrayContaining(["Demo", "NixFixtures"]))
+      expect(files.filter(isDevTool)).toStrictEqual([])
+    }), TIMEOUT)
+
+  it("no dev tool is a runtime dependency", () => {
+    const manifest = JSON.parse(Fs.readFileSync(Path.join(agentDir, "package.json"), "utf8")) as Readonly<
+      Record<string, Readonly<Record<string, string>> | undefined>
+    >
+    const runtime = ["dependencies", "optionalDependencies", "peerDependencies"].flatMap((field) =>
+      Object.keys(manifest[field] ?? {})
+    )
+    expect(runtime.filter((name) => name.startsWith("@nixfleet/dev"))).toStrictEqual([])
+    expect(Object.keys(manifest["devDependencies"] ?? {})).toEqual(
+      expect.arrayContaining(["@nixfleet/dev", "@nixfleet/dev-control-plane"])
+    )
+  })
 })

@@ -16,12 +16,12 @@ import {
   SignatureMismatch,
   SwitchFailed,
   VerifyMismatch
-} from "../src/ActivationPipeline.js"
-import { activationResult, processStatus, rollbackResult } from "../src/cli/ActivationResult.js"
-import { parseUnitState, systemdRunArgv, unitEnded, unitExitStatus } from "../src/phases/Fire.js"
-import { detectInhibitor } from "../src/phases/Inhibitors.js"
-import { looksLikeSignatureError } from "../src/phases/Realise.js"
-import { verify } from "../src/phases/Verify.js"
+} from "../src/pipeline/ActivationPipeline.js"
+import { activationResult, processStatus, rollbackResult } from "../src/pipeline/ActivationResult.js"
+import { parseUnitState, systemdRunArgv, unitEnded, unitExitStatus } from "../src/pipeline/phases/Fire.js"
+import { detectInhibitor } from "../src/pipeline/phases/Inhibitors.js"
+import { looksLikeSignatureError } from "../src/pipeline/phases/Realise.js"
+import { verify } from "../src/pipeline/phases/Verify.js"
 
 const A = "0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-nixos-system-a"
 const B = "1a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-nixos-system-b"

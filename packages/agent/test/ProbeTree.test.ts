@@ -12,7 +12,7 @@ import { Context, Effect, Layer, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { type Box, boxMissing, eventually, startBox, tempDirectory } from "../../../scripts/systemd/box.js"
-import { ProbeDeclaration } from "../src/HealthChecks.js"
+import { ProbeDeclaration } from "../src/probes/HealthChecks.js"
 import { runProbe } from "../src/probes/Runner.js"
 import { describeNeeding } from "./support/moduleEval.js"
 

@@ -5,9 +5,6 @@
  * plane's operator API and the agent's JSON log lines on stderr.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import {
   boot,
   buildClosure,
@@ -15,7 +12,10 @@ import {
   makeSandbox,
   type NixSandbox,
   profileClosure
-} from "../../../scripts/nix/fixtures.js"
+} from "@nixfleet/dev/NixFixtures"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { describeNix } from "./nix/describeNix.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Ref, TestClock } from "effect"
-import { StatusError, TransportError } from "../src/ControlPlaneClient.js"
-import { retryControlPlane } from "../src/internal/retry.js"
+import { StatusError, TransportError } from "../src/controlplane/ControlPlaneClient.js"
+import { retryControlPlane } from "../src/controlplane/retry.js"
 
 describe("retryControlPlane", () => {
   it.effect("waits out a 503's Retry-After before trying again", () =>

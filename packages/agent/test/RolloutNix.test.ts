@@ -4,9 +4,6 @@
  */
 import { expect, it } from "@effect/vitest"
 import { start } from "@nixfleet/dev-control-plane"
-import { Effect } from "effect"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import {
   boot,
   buildClosure,
@@ -14,7 +11,10 @@ import {
   makeSandbox,
   type NixSandbox,
   profileClosure
-} from "../../../scripts/nix/fixtures.js"
+} from "@nixfleet/dev/NixFixtures"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { describeNix } from "./nix/describeNix.js"
 import { eventually, startAgent } from "./support/agentHarness.js"
 import { pipeline } from "./support/nixPipeline.js"

@@ -4,11 +4,11 @@
  * stderr, before anything talks to a control plane.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { eventually, stateDirectory } from "./support/agentHarness.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"
 

@@ -6,11 +6,11 @@
  * environment, its status asked with `nixfleet-agent status`.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { ConfigProvider, Effect, Either, Schema } from "effect"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
-import { config as agentConfig } from "../src/AgentConfig.js"
-import { pipelineConfig } from "../src/PipelineConfig.js"
-import { StatusReportJson } from "../src/StatusReport.js"
+import { config as agentConfig } from "../src/config/AgentConfig.js"
+import { pipelineConfig } from "../src/config/PipelineConfig.js"
+import { StatusReportJson } from "../src/status/StatusReport.js"
 import { stateDirectory } from "./support/agentHarness.js"
 import { AGENT, eventually, REPO, spawnScript, tail } from "./support/processes.js"
 import { makeSigner, writeTrustFile } from "./support/signing.js"

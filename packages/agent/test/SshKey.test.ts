@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { openSshEd25519PublicKey, openSshEd25519Seed, privateKeyFrom } from "../src/internal/sshKey.js"
+import { openSshEd25519PublicKey, openSshEd25519Seed, privateKeyFrom } from "../src/support/sshKey.js"
 
 const fixture = (name: string) => Fs.readFileSync(Path.join(__dirname, "fixtures/ssh", name), "utf8")
 

@@ -6,12 +6,12 @@
  * map nothing changes.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
 import * as esbuild from "esbuild"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { pathToFileURL } from "node:url"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { tempDirectory } from "./support/processes.js"
 
 const SOURCE = [
@@ -32,7 +32,7 @@ const build = (withMap: boolean) =>
       await esbuild.build({
         entryPoints: {
           boom: Path.join(dir, "src/boom.ts"),
-          "stack-traces": Path.join(__dirname, "../src/internal/stackTraces.ts")
+          "stack-traces": Path.join(__dirname, "../src/node/stackTraces.ts")
         },
         outdir: Path.join(dir, "bundle"),
         outExtension: { ".js": ".mjs" },

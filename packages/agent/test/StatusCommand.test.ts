@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { StatusReportJson } from "../src/StatusReport.js"
+import { StatusReportJson } from "../src/status/StatusReport.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import {
   AGENT,

@@ -31,10 +31,10 @@
  * handed out again (the reference control plane re-queues it on the boot heartbeat).
  */
 import { expect, layer } from "@effect/vitest"
+import { boot, buildClosure, makeSandbox, type NixSandbox, switchRuns } from "@nixfleet/dev/NixFixtures"
 import { Context, Effect, Layer, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox, type NixSandbox, switchRuns } from "../../../scripts/nix/fixtures.js"
 import {
   agentPackage,
   agentUnit,
@@ -48,7 +48,7 @@ import {
   UNIT
 } from "../../../scripts/systemd/box.js"
 import { changeUnitCommands } from "../../../scripts/systemd/nixosSwitch.js"
-import { parseSystemdRunOutput } from "../src/phases/Fire.js"
+import { parseSystemdRunOutput } from "../src/pipeline/phases/Fire.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
 import { describeNeeding } from "./support/moduleEval.js"
 import { unusedPort } from "./support/ports.js"

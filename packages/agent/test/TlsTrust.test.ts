@@ -12,7 +12,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
 import { Agent, request } from "undici"
-import { AgentConfig, type AgentConfigShape } from "../src/AgentConfig.js"
+import { AgentConfig, type AgentConfigShape } from "../src/config/AgentConfig.js"
 import {
   type ClientSetupError,
   ControlPlaneHttp,
@@ -20,7 +20,7 @@ import {
   controlPlaneTrust,
   SYSTEM_CA_BUNDLES,
   trustOptions
-} from "../src/ControlPlaneHttp.js"
+} from "../src/controlplane/ControlPlaneHttp.js"
 import { stateDirectory } from "./support/agentHarness.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
 

@@ -4,15 +4,15 @@
  * `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { boot, buildClosure, makeSandbox } from "@nixfleet/dev/NixFixtures"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as Path from "node:path"
-import { boot, buildClosure, makeSandbox } from "../../../scripts/nix/fixtures.js"
-import { ActivationPipeline } from "../src/ActivationPipeline.js"
-import { layerWithProcessor, tracesUrl } from "../src/Tracing.js"
+import { layerWithProcessor, tracesUrl } from "../src/observability/Tracing.js"
+import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
 import { describeNix } from "./nix/describeNix.js"
 import { TARGET } from "./support/fixtures.js"
 import { pipeline, withEnv } from "./support/nixPipeline.js"

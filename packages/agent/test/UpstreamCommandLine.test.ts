@@ -6,9 +6,9 @@
  * the subcommands, and an unknown flag still exits 64.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { runProcess } from "@nixfleet/dev/NixFixtures"
 import { ConfigProvider, Effect, Option } from "effect"
 import * as Path from "node:path"
-import { runProcess } from "../../../scripts/nix/fixtures.js"
 import { withDefaultCommand } from "../src/cli/Cli.js"
 import { accepted, parseArgv } from "./support/runParser.js"
 

@@ -1,14 +1,17 @@
 /**
  * `nixfleet-agent dev` (what `npm start` runs): the dev control plane and an agent in one
- * process, on a sandbox, running a good and a bad rollout. The implementation is loaded
- * only when the command runs, so no other command loads the dev control plane; and
- * `@nixfleet/dev-control-plane` is a development dependency, absent from the production
- * package, where `dev` says so in one line and exits 69.
+ * process, on a sandbox, running a good and a bad rollout. The demo lives in the
+ * `@nixfleet/dev` workspace package, which the agent does not depend on: it is loaded by name
+ * only when this command runs, from a checkout of the repository; where it is not installed
+ * (the production package), `dev` says so in one line and exits 69.
  *
  * @since 0.1.0
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
 import * as Console from "effect/Console"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -19,41 +22,62 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
-import { EXIT_BAD_ARGUMENTS } from "./ActivationResult.js"
-import { ExitStatus } from "./ExitStatus.js"
-import { loggerLayer } from "./Logging.js"
+import { ExitStatus } from "../node/ExitStatus.js"
+import { loggerLayer } from "../node/Logging.js"
+import { EXIT_BAD_ARGUMENTS } from "../pipeline/ActivationResult.js"
 
 /**
- * `dev` where `@nixfleet/dev-control-plane` is not installed (EX_UNAVAILABLE).
+ * `dev` where `@nixfleet/dev` is not installed (EX_UNAVAILABLE).
  *
  * @since 0.1.0
  */
 export const EXIT_UNAVAILABLE = 69
 
-const DEV_CONTROL_PLANE = "@nixfleet/dev-control-plane"
+/** A variable, not a literal, so that neither tsc nor the bundler follows it into the dev package. */
+const DEV_TOOLS: string = "@nixfleet/dev"
 
-/** The dev control plane package is not installed (the production package has no dev dependencies). */
-class DevControlPlaneMissing extends Data.TaggedError("DevControlPlaneMissing")<{ readonly detail: string }> {
+/** The dev tools are not installed (only a checkout of the repository has them). */
+class DevToolsMissing extends Data.TaggedError("DevToolsMissing")<{ readonly detail: string }> {
   override get message(): string {
-    return `dev needs the ${DEV_CONTROL_PLANE} package, a development dependency that is not installed here ` +
-      `(${this.detail}); run it from a checkout of the repository (npm start)`
+    return `dev needs the ${DEV_TOOLS} package, which only a checkout of the repository has ` +
+      `(${this.detail}); run it from there (npm start)`
   }
 }
 
+/** What this command needs from `@nixfleet/dev` (its `runDemo`), checked when it is loaded. */
+interface DevTools {
+  readonly runDemo: (options: {
+    readonly sandbox: string | null
+    readonly testMode: boolean
+    readonly keepRunning: boolean
+    readonly stopRequested: Effect.Effect<void>
+    readonly color: boolean
+  }) => Effect.Effect<
+    number,
+    | { readonly _tag: "SandboxNotEmpty"; readonly message: string }
+    | { readonly _tag: "DemoSetupFailed"; readonly message: string },
+    FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
+  >
+}
+
+const isDevTools = (module: unknown): module is DevTools =>
+  typeof module === "object" && module !== null && "runDemo" in module && typeof module.runDemo === "function"
+
 /**
- * The demo's implementation, which imports the dev control plane. A module-not-found error
- * naming that package means it is not installed; any other failure to load is a defect.
+ * The dev tools, loaded by name. A module-not-found error naming the package means it is
+ * not installed; any other failure to load is a defect.
  */
-const loadDemo = Effect.tryPromise({
-  try: () => import("../dev/Demo.js"),
+const loadDevTools = Effect.tryPromise({
+  try: (): Promise<unknown> => import(DEV_TOOLS),
   catch: (error) => error
 }).pipe(
   Effect.catchAll((error) =>
     error instanceof Error && "code" in error && error.code === "ERR_MODULE_NOT_FOUND" &&
-      error.message.includes(DEV_CONTROL_PLANE)
-      ? Effect.fail(new DevControlPlaneMissing({ detail: error.message.split("\n")[0] ?? "" }))
+      error.message.includes(DEV_TOOLS)
+      ? Effect.fail(new DevToolsMissing({ detail: error.message.split("\n")[0] ?? "" }))
       : Effect.die(error)
-  )
+  ),
+  Effect.filterOrDieMessage(isDevTools, `${DEV_TOOLS} has no runDemo`)
 )
 
 const devOptions = {
@@ -111,7 +135,7 @@ export const devCommand = Command.make(
   devOptions,
   (options) =>
     Effect.gen(function*() {
-      const status = yield* loadDemo.pipe(
+      const status = yield* loadDevTools.pipe(
         Effect.flatMap(({ runDemo }) =>
           Effect.flatMap(stopSignals, (stopRequested) =>
             runDemo({
@@ -123,8 +147,7 @@ export const devCommand = Command.make(
             }))
         ),
         Effect.catchTags({
-          DevControlPlaneMissing: (error) =>
-            Effect.as(Console.error(`nixfleet-agent: ${error.message}`), EXIT_UNAVAILABLE),
+          DevToolsMissing: (error) => Effect.as(Console.error(`nixfleet-agent: ${error.message}`), EXIT_UNAVAILABLE),
           SandboxNotEmpty: (error) => Effect.as(Console.error(`nixfleet-agent: ${error.message}`), EXIT_BAD_ARGUMENTS),
           DemoSetupFailed: (error) => Effect.as(Console.error(`nixfleet-agent dev: ${error.message}`), 1)
         })

@@ -26,9 +26,9 @@ import * as Ref from "effect/Ref"
 import * as Fs from "node:fs/promises"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import { DATABASE_FILE, statusSocket } from "../internal/stateFiles.js"
-import { ExitStatus } from "./ExitStatus.js"
-import { loggerLayer } from "./Logging.js"
+import { DATABASE_FILE, statusSocket } from "../config/stateFiles.js"
+import { ExitStatus } from "../node/ExitStatus.js"
+import { loggerLayer } from "../node/Logging.js"
 import { pipelineOptions } from "./PipelineOptions.js"
 
 /**
@@ -126,7 +126,7 @@ const exportQueue = (stateDir: string, directory: string) =>
     yield* holdStatusSocket(statusSocket(stateDir))
     const filename = Path.join(stateDir, DATABASE_FILE)
     if (!(yield* exists(filename))) return { directory, exported: 0, kept: 0, deadLetters: 0 }
-    const { exportOutboxFile } = yield* Effect.promise(() => import("../internal/outbox/legacyExport.js"))
+    const { exportOutboxFile } = yield* Effect.promise(() => import("../outbox/legacyExport.js"))
     return yield* exportOutboxFile(filename, directory)
   }).pipe(
     Effect.scoped,

@@ -13,8 +13,8 @@ import * as Either from "effect/Either"
 import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import * as Settings from "../internal/settings.js"
-import type { PipelineConfigShape } from "../PipelineConfig.js"
+import type { PipelineConfigShape } from "../config/PipelineConfig.js"
+import * as Settings from "../config/settings.js"
 
 const text = (name: string, env: string, fallback: string) =>
   Options.text(name).pipe(Options.withFallbackConfig(Config.string(env)), Options.withDefault(fallback))

@@ -11,7 +11,7 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import * as Settings from "../internal/settings.js"
+import * as Settings from "../config/settings.js"
 import {
   configText,
   isUnusable,

@@ -23,13 +23,13 @@ import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as Path from "node:path"
-import { defaults } from "../AgentConfig.js"
-import { currentClosure } from "../internal/currentClosure.js"
-import { DATABASE_FILE, statusFile, statusSocket } from "../internal/stateFiles.js"
-import { printable, printableJson } from "../internal/terminalText.js"
-import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../StatusReport.js"
-import { VERSION } from "../version.js"
-import { ExitStatus } from "./ExitStatus.js"
+import { defaults } from "../config/AgentConfig.js"
+import { DATABASE_FILE, statusFile, statusSocket } from "../config/stateFiles.js"
+import { ExitStatus } from "../node/ExitStatus.js"
+import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../status/StatusReport.js"
+import { currentClosure } from "../support/closureLinks.js"
+import { printable, printableJson } from "../support/terminalText.js"
+import { VERSION } from "../support/version.js"
 import { pipelineOptions } from "./PipelineOptions.js"
 import { renderStatus } from "./StatusTable.js"
 
@@ -127,7 +127,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
     let outbox: StatusReport["outbox"] = null
     if (yield* exists(outboxFile)) {
       // SQLite is loaded only to read an outbox that is there.
-      const { readOutboxSummary } = yield* Effect.promise(() => import("../internal/outbox/readOnly.js"))
+      const { readOutboxSummary } = yield* Effect.promise(() => import("../outbox/readOnly.js"))
       const read = yield* Effect.either(readOutboxSummary(outboxFile, RECENT_DEAD_LETTERS))
       if (Either.isLeft(read)) notes.push(read.left.message)
       else outbox = read.right

@@ -3,13 +3,13 @@
  *
  * @since 0.1.0
  */
-import { printable, printableDeep } from "../internal/terminalText.js"
 import {
   describeDeliveryBlocked,
   describeFleetRefused,
   type LoggedProblem,
   type StatusReport
-} from "../StatusReport.js"
+} from "../status/StatusReport.js"
+import { printable, printableDeep } from "../support/terminalText.js"
 
 const iso = (date: Date | null) => date === null ? "-" : date.toISOString().replace(/\.\d{3}Z$/, "Z")
 

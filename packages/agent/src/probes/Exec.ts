@@ -6,8 +6,8 @@
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type { ProbeDeclaration } from "../HealthChecks.js"
-import { run } from "../internal/pipeline/subprocess.js"
+import { run } from "../support/subprocess.js"
+import type { ProbeDeclaration } from "./HealthChecks.js"
 import type { ProbeOutcome } from "./ProbeOutcome.js"
 import { failed, passed } from "./reason.js"
 

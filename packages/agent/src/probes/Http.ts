@@ -19,7 +19,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { Agent, request } from "undici"
-import type { ProbeDeclaration } from "../HealthChecks.js"
+import type { ProbeDeclaration } from "./HealthChecks.js"
 import type { ProbeOutcome } from "./ProbeOutcome.js"
 import { failed, passed } from "./reason.js"
 

@@ -3,8 +3,8 @@
  * runner, so that benchmarks can use them).
  */
 import { describe, it } from "@effect/vitest"
+import { isCi, NIX_MISSING, nixAvailable, nixSuiteMode } from "@nixfleet/dev/NixFixtures"
 import { Effect } from "effect"
-import { isCi, NIX_MISSING, nixAvailable, nixSuiteMode } from "../../../../scripts/nix/fixtures.js"
 
 /**
  * Without Nix the suite is skipped, its title saying why, or, when `CI` is set, replaced by

@@ -3,11 +3,6 @@
  * scripts run directly, profiles, a signed binary cache and the switch lock.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Exit, Schedule } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
-import * as fs from "node:fs"
-import * as fsp from "node:fs/promises"
-import * as path from "node:path"
 import {
   boot,
   bootRuns,
@@ -25,7 +20,12 @@ import {
   profileClosure,
   runProcess,
   switchRuns
-} from "../../../../scripts/nix/fixtures.js"
+} from "@nixfleet/dev/NixFixtures"
+import { Cause, Duration, Effect, Exit, Schedule } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as fsp from "node:fs/promises"
+import * as path from "node:path"
 import { describeNix } from "./describeNix.js"
 
 const NAME = "nixos-system-web-01"

@@ -7,9 +7,9 @@ import { ConfigProvider, type Context, Effect, Exit, Layer, Scope } from "effect
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { ActivationPipeline, type ActivationPipelineService } from "../../src/ActivationPipeline.js"
-import { type AgentConfigShape, defaults } from "../../src/AgentConfig.js"
 import { AgentRuntime, type AgentRuntimeServices } from "../../src/AgentRuntime.js"
+import { type AgentConfigShape, defaults } from "../../src/config/AgentConfig.js"
+import { ActivationPipeline, type ActivationPipelineService } from "../../src/pipeline/ActivationPipeline.js"
 import { CapturedLogs, captureLogs } from "./logs.js"
 
 export interface RunningAgent {

@@ -6,7 +6,7 @@ import * as x509 from "@peculiar/x509"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { privateKeyFrom } from "../../src/internal/sshKey.js"
+import { privateKeyFrom } from "../../src/support/sshKey.js"
 
 export const HOST_KEY_FILE = Path.join(__dirname, "../fixtures/ssh/ssh_host_ed25519_key")
 export const HOST_KEY = Fs.readFileSync(HOST_KEY_FILE, "utf8")

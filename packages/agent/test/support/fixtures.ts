@@ -3,12 +3,12 @@
  */
 import { FleetResolved, type OnHealthFailure, RolloutManifest } from "@nixfleet/proto"
 import { Layer, Schema } from "effect"
-import { AgentConfig, type AgentConfigShape } from "../../src/AgentConfig.js"
-import { HostLedger } from "../../src/HostLedger.js"
-import type { ManifestSet } from "../../src/ManifestSet.js"
-import { Reducer } from "../../src/Reducer.js"
-import { type Capacities, defaultCapacities, RuntimeChannels } from "../../src/RuntimeChannels.js"
-import { Shutdown } from "../../src/Shutdown.js"
+import { AgentConfig, type AgentConfigShape } from "../../src/config/AgentConfig.js"
+import { HostLedger } from "../../src/runtime/HostLedger.js"
+import type { ManifestSet } from "../../src/runtime/ManifestSet.js"
+import { Reducer } from "../../src/runtime/Reducer.js"
+import { type Capacities, defaultCapacities, RuntimeChannels } from "../../src/runtime/RuntimeChannels.js"
+import { Shutdown } from "../../src/runtime/Shutdown.js"
 import { memoryOutboxLayer } from "./memoryOutbox.js"
 
 export const ROLLOUT = "stable@abc123"

@@ -5,7 +5,7 @@
  */
 import { AgentEvent } from "@nixfleet/proto"
 import { Context, Effect, Layer, Queue, Ref, Schema } from "effect"
-import { type DeadLetter, Outbox, OutboxError, type OutboxRow } from "../../src/Outbox.js"
+import { type DeadLetter, Outbox, OutboxError, type OutboxRow } from "../../src/outbox/Outbox.js"
 
 export interface MemoryOutbox {
   readonly rows: Ref.Ref<ReadonlyArray<OutboxRow>>

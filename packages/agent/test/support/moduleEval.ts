@@ -3,7 +3,7 @@
  * suites that need something the machine may lack.
  */
 import { describe, it } from "@effect/vitest"
-import { isCi, nixSuiteMode } from "../../../../scripts/nix/fixtures.js"
+import { isCi, nixSuiteMode } from "@nixfleet/dev/NixFixtures"
 
 export * from "../../../../scripts/nix/moduleEval.js"
 

@@ -2,10 +2,10 @@
  * The real activation pipeline over a real-Nix sandbox, for the tests that run it.
  */
 import { NodeContext } from "@effect/platform-node"
+import type { NixSandbox } from "@nixfleet/dev/NixFixtures"
 import { Effect, Layer } from "effect"
-import type { NixSandbox } from "../../../../scripts/nix/fixtures.js"
-import { ActivationPipelineLive } from "../../src/ActivationPipelineLive.js"
-import { PipelineConfig } from "../../src/PipelineConfig.js"
+import { PipelineConfig } from "../../src/config/PipelineConfig.js"
+import { ActivationPipelineLive } from "../../src/pipeline/ActivationPipelineLive.js"
 
 /** Runs `effect` with extra environment variables (Nix's configuration), restoring them after. */
 export const withEnv = <A, E, R>(env: Readonly<Record<string, string>>, effect: Effect.Effect<A, E, R>) =>

@@ -2,7 +2,7 @@
  * A stand-in for systemd's notification socket.
  */
 import { Effect } from "effect"
-import { createUnixDgramSocket } from "../../src/internal/unixDgram.js"
+import { createUnixDgramSocket } from "../../src/node/unixDgram.js"
 
 /** One datagram: when it arrived and its lines. */
 export interface Received {

@@ -9,8 +9,8 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { ConfigProvider, Effect, Ref } from "effect"
 import type * as Console from "effect/Console"
 import { withDefaultCommand } from "../../src/cli/Cli.js"
-import { ExitStatus } from "../../src/cli/ExitStatus.js"
 import { runCommand } from "../../src/cli/RunCommand.js"
+import { ExitStatus } from "../../src/node/ExitStatus.js"
 
 export type Parsed =
   | { readonly _tag: "Accepted"; readonly options: Record<string, unknown> }

@@ -1,0 +1,81 @@
+/**
+ * Where the activation pipeline finds the host's system state, and its time budgets. Every
+ * path is configurable so that the pipeline runs against a sandbox (tests, `dev` mode)
+ * exactly as against a real host.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Layer from "effect/Layer"
+import * as Settings from "./settings.js"
+
+/**
+ * How the switch is fired.
+ *
+ * - `systemd-run`: a transient unit (`nixfleet-switch` / `nixfleet-rollback`), detached
+ *   from the agent's cgroup, watched through its unit state.
+ * - `direct`: a detached child in its own session, output appended to a log under the
+ *   state directory, watched through its exit status (hosts without systemd, tests).
+ * - `darwin`: nix-darwin's `activate` (and legacy `activate-user`), detached.
+ *
+ * @since 0.1.0
+ */
+export type SwitchMethod = "systemd-run" | "direct" | "darwin"
+
+/**
+ * @since 0.1.0
+ */
+export interface PipelineConfigShape {
+  /** The link whose basename is the running closure (`/run/current-system`). */
+  readonly currentSystemPath: string
+  /** The profile `nix-env --set` writes (`/nix/var/nix/profiles/system`). */
+  readonly systemProfile: string
+  readonly switchMethod: SwitchMethod
+  /** Held (shared flock) by a switch in progress: `/run/nixos/switch-to-configuration.lock`. */
+  readonly switchLockPath: string
+  /** GC roots, switch logs. */
+  readonly stateDir: string
+  /** Budget for the flip after the switch is fired; below the control plane's 360 s confirm deadline. */
+  readonly verifyTimeoutSecs: number
+  /** Budget for `nix-store --realise` (downloads can be large). */
+  readonly realiseTimeoutSecs: number
+  /** The Nix store directory (`/nix/store`). */
+  readonly storeDir: string
+}
+
+/**
+ * The system profile alone (the activation worker checks rollback targets against its
+ * generations).
+ *
+ * @since 0.1.0
+ */
+export const systemProfileConfig: Config.Config<string> = Settings.lenient(Settings.systemProfile)
+
+/**
+ * The pipeline configuration, from `NIXFLEET_AGENT_*` keys of the current `ConfigProvider`.
+ * Every value is optional: one that cannot be used is its default (`AgentConfig`'s
+ * `settingWarnings` says so), so reading never fails.
+ *
+ * @since 0.1.0
+ */
+export const pipelineConfig: Config.Config<PipelineConfigShape> = Config.all({
+  currentSystemPath: Settings.lenient(Settings.currentSystemPath),
+  systemProfile: systemProfileConfig,
+  switchMethod: Settings.lenient(Settings.switchMethod),
+  switchLockPath: Settings.lenient(Settings.switchLockPath),
+  stateDir: Settings.lenient(Settings.stateDir),
+  verifyTimeoutSecs: Settings.lenient(Settings.verifyTimeoutSecs),
+  realiseTimeoutSecs: Settings.lenient(Settings.realiseTimeoutSecs),
+  storeDir: Settings.lenient(Settings.storeDir)
+})
+
+/**
+ * @since 0.1.0
+ */
+export class PipelineConfig
+  extends Context.Tag("@nixfleet/agent/PipelineConfig")<PipelineConfig, PipelineConfigShape>()
+{
+  static readonly layer = Layer.effect(PipelineConfig, pipelineConfig)
+  static readonly make = (shape: PipelineConfigShape) => Layer.succeed(PipelineConfig, shape)
+}
