@@ -97,11 +97,12 @@ const subResultsOf = (
  *
  * @since 0.1.0
  */
-export const runEvidence = (
+export const runEvidence: (
   declaration: ProbeDeclaration,
   sshHostKeyFile: string
-): Effect.Effect<ProbeOutcome, never, FileSystem.FileSystem> =>
-  Effect.gen(function*() {
+) => Effect.Effect<ProbeOutcome, never, FileSystem.FileSystem> = Effect.fn("probe.evidence")(
+  function*(declaration: ProbeDeclaration, sshHostKeyFile: string) {
+    yield* Effect.annotateCurrentSpan("evidencePath", declaration.evidencePath)
     // 1. Exactly one selection.
     const hasControls = Object.keys(declaration.controls).length > 0
     if (declaration.framework === null && !hasControls) {
@@ -176,7 +177,6 @@ export const runEvidence = (
     if (enforcedPass) return { ...passed, subResults }
     const descriptor = selection._tag === "Framework" ? selection.framework : "custom-controls"
     return failed(`evidence probe: ${descriptor}: at least one enforce-mode control failed`, subResults)
-  }).pipe(
-    Effect.catchAll((reason) => Effect.succeed(failed(reason))),
-    Effect.withSpan("probe.evidence", { attributes: { evidencePath: declaration.evidencePath } })
-  )
+  },
+  Effect.catchAll((reason: string) => Effect.succeed(failed(reason)))
+)

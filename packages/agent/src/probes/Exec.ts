@@ -33,18 +33,19 @@ const stderrTail = (stderr: string): string => {
  *
  * @since 0.1.0
  */
-export const runExec = (
+export const runExec: (
   declaration: ProbeDeclaration
-): Effect.Effect<ProbeOutcome, never, CommandExecutor.CommandExecutor> => {
-  const [command, ...args] = declaration.command
-  if (command === undefined) return Effect.succeed(failed("exec probe: empty command"))
-  return run([command, ...args], {
-    timeout: Duration.seconds(declaration.timeoutSecs),
-    children: "probe",
-    captureBytes: CAPTURE_BYTES,
-    contained: true
-  })
-    .pipe(
+) => Effect.Effect<ProbeOutcome, never, CommandExecutor.CommandExecutor> = Effect.fn("probe.exec")(
+  function*(declaration) {
+    const [command, ...args] = declaration.command
+    if (command === undefined) return failed("exec probe: empty command")
+    yield* Effect.annotateCurrentSpan("argv0", command)
+    return yield* run([command, ...args], {
+      timeout: Duration.seconds(declaration.timeoutSecs),
+      children: "probe",
+      captureBytes: CAPTURE_BYTES,
+      contained: true
+    }).pipe(
       Effect.map((completed) => {
         if (completed.exitCode === 0) return passed
         // `run` reports a child ended by a signal as -1 (a real exit code is 0–255).
@@ -54,7 +55,7 @@ export const runExec = (
       Effect.catchTags({
         SpawnFailed: (error) => Effect.succeed(failed(`exec probe: spawn: ${error.detail}`)),
         TimedOut: () => Effect.succeed(failed(`exec probe: timed out after ${declaration.timeoutSecs}s`))
-      }),
-      Effect.withSpan("probe.exec", { attributes: { argv0: command } })
+      })
     )
-}
+  }
+)

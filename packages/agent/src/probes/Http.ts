@@ -53,20 +53,21 @@ const status = (url: string) =>
 /**
  * @since 0.1.0
  */
-export const runHttp = (declaration: ProbeDeclaration): Effect.Effect<ProbeOutcome> => {
-  const { expectStatus, timeoutSecs, url } = declaration
-  if (url === null) return Effect.succeed(failed("http probe: url missing"))
-  const invalid = checkUrl(url)
-  if (invalid !== null) return Effect.succeed(failed(invalid))
-  return status(url).pipe(
-    Effect.timeoutFail({
-      duration: Duration.seconds(timeoutSecs),
-      onTimeout: () => `http probe: timed out after ${timeoutSecs}s`
-    }),
-    Effect.map((got) =>
-      got === expectStatus ? passed : failed(`http probe: status ${got} != expected ${expectStatus}`)
-    ),
-    Effect.catchAll((reason) => Effect.succeed(failed(reason))),
-    Effect.withSpan("probe.http")
-  )
-}
+export const runHttp: (declaration: ProbeDeclaration) => Effect.Effect<ProbeOutcome> = Effect.fn("probe.http")(
+  function*(declaration) {
+    const { expectStatus, timeoutSecs, url } = declaration
+    if (url === null) return failed("http probe: url missing")
+    const invalid = checkUrl(url)
+    if (invalid !== null) return failed(invalid)
+    return yield* status(url).pipe(
+      Effect.timeoutFail({
+        duration: Duration.seconds(timeoutSecs),
+        onTimeout: () => `http probe: timed out after ${timeoutSecs}s`
+      }),
+      Effect.map((got) =>
+        got === expectStatus ? passed : failed(`http probe: status ${got} != expected ${expectStatus}`)
+      ),
+      Effect.catchAll((reason) => Effect.succeed(failed(reason)))
+    )
+  }
+)

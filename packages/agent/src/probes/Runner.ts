@@ -55,13 +55,14 @@ const dispatch = (
  *
  * @since 0.1.0
  */
-export const runProbe = (
+export const runProbe: (
   declaration: ProbeDeclaration,
   context: ProbeContext
-): Effect.Effect<ProbeOutcome, never, Requirements> =>
-  dispatch(declaration, context).pipe(
+) => Effect.Effect<ProbeOutcome, never, Requirements> = Effect.fn("probe.run")(function*(declaration, context) {
+  yield* Effect.annotateCurrentSpan({ kind: declaration.kind, observedAt: context.now.toISOString() })
+  return yield* dispatch(declaration, context).pipe(
     Effect.catchAllDefect((defect) =>
       Effect.succeed(failed(`${declaration.kind} probe: internal error: ${Cause.pretty(Cause.die(defect))}`))
-    ),
-    Effect.withSpan("probe.run", { attributes: { kind: declaration.kind, observedAt: context.now.toISOString() } })
+    )
   )
+})

@@ -34,17 +34,19 @@ const connect = (host: string, port: number, address: string) =>
 /**
  * @since 0.1.0
  */
-export const runTcp = (declaration: ProbeDeclaration): Effect.Effect<ProbeOutcome> => {
-  const { connectTimeoutSecs, host, port } = declaration
-  if (port === null) return Effect.succeed(failed("tcp probe: port missing"))
-  const address = Net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`
-  return connect(host, port, address).pipe(
-    Effect.timeoutFail({
-      duration: Duration.seconds(connectTimeoutSecs),
-      onTimeout: () => `tcp probe: connect ${address} timed out after ${connectTimeoutSecs}s`
-    }),
-    Effect.as(passed),
-    Effect.catchAll((reason) => Effect.succeed(failed(reason))),
-    Effect.withSpan("probe.tcp", { attributes: { address } })
-  )
-}
+export const runTcp: (declaration: ProbeDeclaration) => Effect.Effect<ProbeOutcome> = Effect.fn("probe.tcp")(
+  function*(declaration) {
+    const { connectTimeoutSecs, host, port } = declaration
+    if (port === null) return failed("tcp probe: port missing")
+    const address = Net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`
+    yield* Effect.annotateCurrentSpan("address", address)
+    return yield* connect(host, port, address).pipe(
+      Effect.timeoutFail({
+        duration: Duration.seconds(connectTimeoutSecs),
+        onTimeout: () => `tcp probe: connect ${address} timed out after ${connectTimeoutSecs}s`
+      }),
+      Effect.as(passed),
+      Effect.catchAll((reason) => Effect.succeed(failed(reason)))
+    )
+  }
+)
