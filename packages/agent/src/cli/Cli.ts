@@ -1,7 +1,7 @@
 /**
  * The `nixfleet-agent` command line.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Command from "@effect/cli/Command"
 import * as NodeContext from "@effect/platform-node/NodeContext"
@@ -10,6 +10,7 @@ import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import * as Settings from "../config/settings.js"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { withEnvironmentLogLevel } from "../node/Logging.js"
 import { EXIT_BAD_ARGUMENTS } from "../pipeline/ActivationResult.js"
@@ -21,7 +22,7 @@ import { runCommand } from "./RunCommand.js"
 import { statusCommand } from "./StatusCommand.js"
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const rootCommand = Command.make("nixfleet-agent").pipe(
   Command.withDescription(
@@ -34,10 +35,10 @@ export const rootCommand = Command.make("nixfleet-agent").pipe(
 const ROOT_FLAGS = new Set(["--help", "-h", "--version", "--wizard", "--completions", "--log-level"])
 
 /** Either of run's two required settings in the environment: the reference agent's way to be configured. */
-const runEnvironment = Config.all([
-  Config.option(Config.nonEmptyString("NIXFLEET_AGENT_CP_URL")),
-  Config.option(Config.nonEmptyString("NIXFLEET_AGENT_MACHINE_ID"))
-]).pipe(Config.map(([url, machine]) => Option.isSome(url) || Option.isSome(machine)))
+const runEnvironment = Config.map(
+  Config.all([Settings.givenText(Settings.controlPlaneUrl), Settings.givenText(Settings.machineId)]),
+  ([url, machine]) => Option.isSome(url) || Option.isSome(machine)
+)
 
 /**
  * The reference binary has no subcommands: its units run `nixfleet-agent --control-plane-url
@@ -46,7 +47,7 @@ const runEnvironment = Config.all([
  * subcommand or one of @effect/cli's root flags keeps its meaning; an unknown flag is then
  * run's to refuse (exit 64), as the reference binary refuses it.
  *
- * @since 0.1.0
+ * @internal
  */
 export const withDefaultCommand = (argv: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> =>
   Effect.gen(function*() {
@@ -82,7 +83,7 @@ const oneLine = (text: string) => text.replace(ANSI, "").replace(/\s+/g, " ").tr
  * 64 for arguments the command line refused (with one line on stderr, nothing executed),
  * 1 for anything unexpected.
  *
- * @since 0.1.0
+ * @internal
  */
 export const runCli = (argv: ReadonlyArray<string>): Effect.Effect<number> =>
   Effect.gen(function*() {

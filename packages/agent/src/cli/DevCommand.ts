@@ -5,7 +5,7 @@
  * only when this command runs, from a checkout of the repository; where it is not installed
  * (the production package), `dev` says so in one line and exits 69.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -16,7 +16,6 @@ import * as Console from "effect/Console"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
@@ -24,12 +23,13 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { loggerLayer } from "../node/Logging.js"
+import { stopRequests } from "../node/Signals.js"
 import { EXIT_BAD_ARGUMENTS } from "../pipeline/ActivationResult.js"
 
 /**
  * `dev` where `@nixfleet/dev` is not installed (EX_UNAVAILABLE).
  *
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_UNAVAILABLE = 69
 
@@ -101,34 +101,11 @@ const devOptions = {
 }
 
 /**
- * SIGINT and SIGTERM as an effect that completes on the first of them, listened to for
- * the current scope (repeats are absorbed while the demo stops).
- */
-const stopSignals = Effect.gen(function*() {
-  const requested = yield* Deferred.make<void>()
-  const onSignal = () => {
-    Deferred.unsafeDone(requested, Exit.void)
-  }
-  yield* Effect.acquireRelease(
-    Effect.sync(() => {
-      process.on("SIGINT", onSignal)
-      process.on("SIGTERM", onSignal)
-    }),
-    () =>
-      Effect.sync(() => {
-        process.off("SIGINT", onSignal)
-        process.off("SIGTERM", onSignal)
-      })
-  )
-  return Deferred.await(requested)
-})
-
-/**
  * Exit statuses: 0 both rollouts ended as expected (and, with `--keep-running`, stopped on
  * request); 1 they did not, or the demo could not be set up; 64 bad flags, or a
  * `--sandbox` directory that is not empty; 69 the dev control plane is not installed.
  *
- * @since 0.1.0
+ * @internal
  */
 export const devCommand = Command.make(
   "dev",
@@ -137,12 +114,13 @@ export const devCommand = Command.make(
     Effect.gen(function*() {
       const status = yield* loadDevTools.pipe(
         Effect.flatMap(({ runDemo }) =>
-          Effect.flatMap(stopSignals, (stopRequested) =>
+          // Listened to while the demo runs (repeats absorbed while it stops).
+          Effect.flatMap(stopRequests("scope"), (stopRequested) =>
             runDemo({
               sandbox: Option.getOrNull(options.sandbox),
               testMode: options.testMode,
               keepRunning: options.keepRunning,
-              stopRequested,
+              stopRequested: Deferred.await(stopRequested),
               color: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
             }))
         ),

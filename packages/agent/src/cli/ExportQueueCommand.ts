@@ -15,7 +15,7 @@
  * 78 (EX_CONFIG) the state directory or its outbox cannot be used, the files cannot be
  * written, or some events could not be exported (they stay in the outbox).
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -29,27 +29,25 @@ import * as Path from "node:path"
 import { DATABASE_FILE, statusSocket } from "../config/stateFiles.js"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { loggerLayer } from "../node/Logging.js"
+import { MAX_SOCKET_PATH, socketAnswers } from "../support/unixSocket.js"
 import { pipelineOptions } from "./PipelineOptions.js"
 
 /**
  * An agent runs on the state directory (EX_TEMPFAIL: stop it, then run again).
  *
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_AGENT_RUNNING = 75
 
 /**
  * The state directory or its outbox cannot be used (EX_CONFIG).
  *
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_STATE_UNUSABLE = 78
 
 /** The reference agent's queue directory under the state directory. */
 const LEGACY_QUEUE_DIRECTORY = "outbound-queue"
-
-/** `sun_path` holds 108 bytes with its terminating NUL (an agent does not serve a longer one either). */
-const MAX_SOCKET_PATH = 107
 
 class AgentRunning extends Data.TaggedError("AgentRunning")<{ readonly message: string }> {}
 
@@ -68,18 +66,6 @@ const exportOptions = {
 
 const exists = (file: string) => Effect.promise(() => Fs.access(file).then(() => true, () => false))
 
-/** Whether something accepts connections on `path` (a socket left by a killed agent does not). */
-const answers = (path: string) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.connect({ path })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(true))
-    })
-    socket.once("error", () => resume(Effect.succeed(false)))
-    return Effect.sync(() => socket.destroy())
-  })
-
 const running = (path: string) =>
   new AgentRunning({
     message: `an agent is running on this state directory (its status socket ${path} answers); ` +
@@ -93,8 +79,9 @@ const running = (path: string) =>
 const holdStatusSocket = (path: string) =>
   Effect.acquireRelease(
     Effect.gen(function*() {
+      // An agent does not serve a longer path either.
       if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return null
-      if (yield* answers(path)) return yield* running(path)
+      if (yield* socketAnswers(path)) return yield* running(path)
       yield* Effect.tryPromise(() => Fs.rm(path, { force: true })).pipe(
         Effect.mapError((error) => new StateUnusable({ message: `cannot remove the stale socket ${path}: ${error}` }))
       )
@@ -134,7 +121,7 @@ const exportQueue = (stateDir: string, directory: string) =>
   )
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const exportQueueCommand = Command.make("export-queue", exportOptions, (options) =>
   Effect.gen(function*() {

@@ -3,7 +3,7 @@
  * activation or rollback through the same pipeline the daemon uses, outside the daemon.
  * The pipeline is loaded only when one of them runs (see PipelineRun.ts).
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
@@ -20,7 +20,7 @@ const closureArg = Args.text({ name: "closure" }).pipe(
 const pipelineRun = Effect.promise(() => import("./PipelineRun.js"))
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const activateCommand = Command.make(
   "activate",
@@ -31,7 +31,7 @@ export const activateCommand = Command.make(
 )
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const rollbackCommand = Command.make(
   "rollback",

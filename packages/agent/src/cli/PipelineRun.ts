@@ -2,7 +2,7 @@
  * What `activate` and `rollback` do once their flags are parsed: one run of the agent's
  * activation pipeline. Loaded only when one of them runs.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import type { ClosureName } from "@nixfleet/proto"
@@ -35,7 +35,7 @@ const report = (result: ActivationResult) =>
 /**
  * `activate <closure>`.
  *
- * @since 0.1.0
+ * @internal
  */
 export const activate = (options: PipelineOptions & { readonly closure: ClosureName }) =>
   Effect.gen(function*() {
@@ -47,7 +47,7 @@ export const activate = (options: PipelineOptions & { readonly closure: ClosureN
 /**
  * `rollback [--to <closure>]`.
  *
- * @since 0.1.0
+ * @internal
  */
 export const rollback = (options: PipelineOptions & { readonly to: Option.Option<ClosureName> }) =>
   Effect.gen(function*() {

@@ -2,24 +2,23 @@
  * `nixfleet-agent run`: the daemon systemd starts. Flags keep the reference agent's names
  * and environment variables, so an existing NixOS configuration works unchanged.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
-import * as Config from "effect/Config"
+import type * as Options from "@effect/cli/Options"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Schema from "effect/Schema"
 import * as Settings from "../config/settings.js"
 import {
-  configText,
   isUnusable,
-  lenientOption,
-  lenientOptional,
+  lenient,
+  optionalSettingOption,
+  requiredOption,
   type RunPipelineOptions,
   runPipelineOptions,
-  type UnusableValue
+  settingOption,
+  strict
 } from "./PipelineOptions.js"
 
 /**
@@ -32,87 +31,38 @@ import {
  * setting given a value it cannot use is not an exit but its default, with one ERROR line
  * and a warning in `status`.
  *
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_CONFIG = 78
 
 /**
  * `run`'s exit status when a worker's fault stopped the agent (see `EXIT_CONFIG`).
  *
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_SOFTWARE = 70
 
-/** The reference binary's `--compliance-gate-mode` values. */
-const COMPLIANCE_GATE_MODES = ["disabled", "permissive", "enforce", "auto"] as const
-
-const text = (name: string, env: string) => Options.text(name).pipe(Options.withFallbackConfig(Config.string(env)))
-const optionalText = (name: string, env: string) => text(name, env).pipe(Options.optional)
-
+// The required settings are refused when absent or unusable (nothing can start without
+// them); so are the reference flags' bad values. Paths the agent does not check here take
+// any text, so strict and lenient are alike for them.
 const runOptions = {
-  controlPlaneUrl: text("control-plane-url", "NIXFLEET_AGENT_CP_URL").pipe(
-    Options.withSchema(
-      Schema.String.pipe(
-        Schema.filter((url) => URL.canParse(url), { message: () => "--control-plane-url must be a URL" })
-      )
-    ),
-    Options.withDescription("the control plane, e.g. https://cp.example:8443")
-  ),
-  machineId: text("machine-id", "NIXFLEET_AGENT_MACHINE_ID").pipe(
-    Options.withSchema(Schema.NonEmptyTrimmedString),
-    Options.withDescription("this host's name in the fleet (the machine id of its certificate)")
-  ),
-  trustFile: text("trust-file", "NIXFLEET_AGENT_TRUST_FILE").pipe(
-    Options.withDefault("/etc/nixfleet/agent/trust.json"),
-    Options.withDescription("trust roots for signed artifacts")
-  ),
-  caCert: optionalText("ca-cert", "NIXFLEET_AGENT_CA_CERT").pipe(
-    Options.withDescription("extra CA for the control plane")
-  ),
-  clientCert: optionalText("client-cert", "NIXFLEET_AGENT_CLIENT_CERT").pipe(
-    Options.withDescription("mTLS certificate")
-  ),
-  clientKey: optionalText("client-key", "NIXFLEET_AGENT_CLIENT_KEY").pipe(
-    Options.withDescription("mTLS key: PEM, or the host's OpenSSH ed25519 key")
-  ),
-  // Optional settings never stop the unit: an unusable value is the default (see PipelineOptions' lenientOption).
-  manifestFreshnessWindowSecs: lenientOption(Settings.manifestFreshnessWindowSecs).pipe(
-    Options.withDescription("how old a signed manifest may be, plus 60 s of clock skew (default 3600)")
-  ),
-  bootstrapTokenFile: optionalText("bootstrap-token-file", "NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE").pipe(
-    Options.withDescription("first-boot enrollment token")
-  ),
-  sshHostKeyFile: lenientOption(Settings.sshHostKeyFile).pipe(
-    Options.withDescription(
-      "the host's OpenSSH ed25519 key: renewal CSRs, evidence signatures (default /etc/ssh/ssh_host_ed25519_key)"
-    )
-  ),
-  renewalThresholdFraction: lenientOptional(Settings.renewalThresholdFraction).pipe(
-    Options.withDescription(
-      "renew the certificate when less than this fraction (strictly between 0 and 1) of its validity remains (default: no renewal)"
-    )
-  ),
-  metricsListen: lenientOptional(Settings.metricsListen).pipe(
-    Options.withDescription("serve Prometheus metrics on GET /metrics at [host:]port (default: off)")
-  ),
-  metricsTextfile: optionalText("metrics-textfile", "NIXFLEET_AGENT_METRICS_TEXTFILE").pipe(
-    Options.withDescription("also write the metrics to this node_exporter textfile (*.prom), every 15 s")
-  ),
+  controlPlaneUrl: requiredOption(Settings.controlPlaneUrl),
+  machineId: requiredOption(Settings.machineId),
+  trustFile: settingOption(Settings.trustFile, strict),
+  caCert: optionalSettingOption(Settings.caCert, strict),
+  clientCert: optionalSettingOption(Settings.clientCert, strict),
+  clientKey: optionalSettingOption(Settings.clientKey, strict),
+  // Optional settings never stop the unit: an unusable value is the default (see PipelineOptions' lenient).
+  manifestFreshnessWindowSecs: settingOption(Settings.manifestFreshnessWindowSecs, lenient),
+  bootstrapTokenFile: optionalSettingOption(Settings.bootstrapTokenFile, strict),
+  sshHostKeyFile: settingOption(Settings.sshHostKeyFile, lenient),
+  renewalThresholdFraction: optionalSettingOption(Settings.renewalThresholdFraction, lenient),
+  metricsListen: optionalSettingOption(Settings.metricsListen, lenient),
+  metricsTextfile: optionalSettingOption(Settings.metricsTextfile, strict),
   // The reference binary's flags that have no counterpart here, accepted so that its
   // command line (and its modules' units) start this agent unchanged; see ignoredFlags.
-  pollInterval: Options.integer("poll-interval").pipe(
-    Options.withFallbackConfig(Config.integer("NIXFLEET_AGENT_POLL_INTERVAL")),
-    Options.withSchema(
-      Schema.Int.pipe(Schema.nonNegative({ message: () => "--poll-interval must be seconds (>= 0)" }))
-    ),
-    Options.optional,
-    Options.withDescription("accepted for the reference agent's command line; no effect (see the README)")
-  ),
-  complianceGateMode: Options.choice("compliance-gate-mode", COMPLIANCE_GATE_MODES).pipe(
-    Options.withFallbackConfig(Config.literal(...COMPLIANCE_GATE_MODES)("NIXFLEET_AGENT_COMPLIANCE_GATE_MODE")),
-    Options.optional,
-    Options.withDescription("accepted for the reference agent's command line; no effect (see the README)")
-  )
+  pollInterval: optionalSettingOption(Settings.pollInterval, strict),
+  complianceGateMode: optionalSettingOption(Settings.complianceGateMode, strict)
 }
 
 /**
@@ -125,33 +75,46 @@ const runOptions = {
  * - `--compliance-gate-mode`: compliance is gated by the `evidence` probes of the health
  *   checks file, each with its own mode (enforce, observe, disabled), not by one flag.
  *
- * @since 0.1.0
+ * @internal
  */
 export const ignoredFlags = (options: {
   readonly pollInterval: Option.Option<number>
   readonly complianceGateMode: Option.Option<string>
 }) =>
   Effect.all([
-    Option.match(options.pollInterval, {
-      onNone: () => Effect.void,
-      onSome: (value) =>
-        Effect.logWarning(
-          "--poll-interval (NIXFLEET_AGENT_POLL_INTERVAL) has no effect: dispatches are long-polled and the heartbeat runs every 60 s"
-        ).pipe(Effect.annotateLogs({ flag: "--poll-interval", value }))
-    }),
-    Option.match(options.complianceGateMode, {
-      onNone: () => Effect.void,
-      onSome: (value) =>
-        Effect.logWarning(
-          "--compliance-gate-mode (NIXFLEET_AGENT_COMPLIANCE_GATE_MODE) has no effect: compliance is gated by the evidence probes of the health checks file, each with its own mode"
-        ).pipe(Effect.annotateLogs({ flag: "--compliance-gate-mode", value }))
-    })
+    ignored(
+      Settings.pollInterval,
+      options.pollInterval,
+      "dispatches are long-polled and the heartbeat runs every 60 s"
+    ),
+    ignored(
+      Settings.complianceGateMode,
+      options.complianceGateMode,
+      "compliance is gated by the evidence probes of the health checks file, each with its own mode"
+    )
   ], { discard: true })
+
+const ignored = <A>(setting: Settings.Setting<A, string>, value: Option.Option<A>, why: string) =>
+  Option.match(value, {
+    onNone: () => Effect.void,
+    onSome: (given) =>
+      Effect.logWarning(`${Settings.settingName(setting)} has no effect: ${why}`).pipe(
+        Effect.annotateLogs({ flag: setting.flag, value: given })
+      )
+  })
+
+/** A flag's value as its `ConfigProvider` entry, or `undefined` for a setting left out. */
+const configText = (value: unknown): string | undefined =>
+  isUnusable(value)
+    ? value.text
+    : Option.isOption(value)
+    ? Option.match(value, { onNone: () => undefined, onSome: String })
+    : String(value)
 
 /**
  * `run`'s validated flags.
  *
- * @since 0.1.0
+ * @internal
  */
 export type RunOptions =
   & { readonly [K in keyof typeof runOptions]: (typeof runOptions)[K] extends Options.Options<infer A> ? A : never }
@@ -161,53 +124,49 @@ export type RunOptions =
  * The validated flags as the `ConfigProvider` the runtime reads; the environment stays
  * behind it for the test gates (`NIXFLEET_AGENT_ACTIVATION_TEST_MODE`, …).
  *
- * @since 0.1.0
+ * @internal
  */
 export const runConfigProvider = (
   options: RunOptions,
   systemd: ReadonlyArray<readonly [string, string]> = []
 ): ConfigProvider.ConfigProvider => {
-  const entries: Array<readonly [string, string]> = [
-    ...systemd,
-    ["NIXFLEET_AGENT_CP_URL", options.controlPlaneUrl],
-    ["NIXFLEET_AGENT_MACHINE_ID", options.machineId],
-    ["NIXFLEET_AGENT_TRUST_FILE", options.trustFile],
-    // Unusable values go through as given: AgentConfig reads them as their defaults and reports them.
-    ["NIXFLEET_AGENT_MANIFEST_FRESHNESS_WINDOW_SECS", configText(options.manifestFreshnessWindowSecs)],
-    ["NIXFLEET_AGENT_SSH_HOST_KEY_FILE", configText(options.sshHostKeyFile)],
-    ["NIXFLEET_AGENT_STATE_DIR", configText(options.stateDir)],
-    ["NIXFLEET_AGENT_CURRENT_SYSTEM_PATH", configText(options.currentSystemPath)],
-    ["NIXFLEET_AGENT_SYSTEM_PROFILE", configText(options.systemProfile)],
-    ["NIXFLEET_AGENT_SWITCH_METHOD", configText(options.switchMethod)],
-    ["NIXFLEET_AGENT_SWITCH_LOCK_PATH", configText(options.switchLockPath)],
-    ["NIXFLEET_AGENT_HEALTH_CHECKS_FILE", configText(options.healthChecksFile)],
-    ["NIXFLEET_AGENT_SUSTAINED_FAILURE_SECS", configText(options.sustainedFailureSecs)],
-    ["NIXFLEET_AGENT_VERIFY_TIMEOUT_SECS", configText(options.verifyTimeoutSecs)],
-    ["NIXFLEET_AGENT_REALISE_TIMEOUT_SECS", configText(options.realiseTimeoutSecs)],
-    ["NIXFLEET_AGENT_LOG_FORMAT", configText(options.logFormat)]
+  // Unusable values go through as given: AgentConfig reads them as their defaults and reports them.
+  const given: ReadonlyArray<readonly [Settings.Setting<unknown>, unknown]> = [
+    [Settings.controlPlaneUrl, options.controlPlaneUrl],
+    [Settings.machineId, options.machineId],
+    [Settings.trustFile, options.trustFile],
+    [Settings.caCert, options.caCert],
+    [Settings.clientCert, options.clientCert],
+    [Settings.clientKey, options.clientKey],
+    [Settings.manifestFreshnessWindowSecs, options.manifestFreshnessWindowSecs],
+    [Settings.bootstrapTokenFile, options.bootstrapTokenFile],
+    [Settings.sshHostKeyFile, options.sshHostKeyFile],
+    [Settings.renewalThresholdFraction, options.renewalThresholdFraction],
+    [Settings.metricsListen, options.metricsListen],
+    [Settings.metricsTextfile, options.metricsTextfile],
+    [Settings.currentSystemPath, options.currentSystemPath],
+    [Settings.systemProfile, options.systemProfile],
+    [Settings.switchMethod, options.switchMethod],
+    [Settings.switchLockPath, options.switchLockPath],
+    [Settings.healthChecksFile, options.healthChecksFile],
+    [Settings.sustainedFailureSecs, options.sustainedFailureSecs],
+    [Settings.verifyTimeoutSecs, options.verifyTimeoutSecs],
+    [Settings.realiseTimeoutSecs, options.realiseTimeoutSecs],
+    [Settings.stateDir, options.stateDir],
+    [Settings.logFormat, options.logFormat]
   ]
-  for (
-    const [key, value] of [
-      ["NIXFLEET_AGENT_CA_CERT", options.caCert],
-      ["NIXFLEET_AGENT_CLIENT_CERT", options.clientCert],
-      ["NIXFLEET_AGENT_CLIENT_KEY", options.clientKey],
-      ["NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE", options.bootstrapTokenFile],
-      ["NIXFLEET_AGENT_METRICS_TEXTFILE", options.metricsTextfile]
-    ] as const
-  ) {
-    if (Option.isSome(value)) entries.push([key, value.value])
-  }
-  const optional = (key: string, value: Option.Option<string | number> | UnusableValue) => {
-    if (isUnusable(value)) entries.push([key, value.text])
-    else if (Option.isSome(value)) entries.push([key, String(value.value)])
-  }
-  optional("NIXFLEET_AGENT_RENEWAL_THRESHOLD_FRACTION", options.renewalThresholdFraction)
-  optional("NIXFLEET_AGENT_METRICS_LISTEN", options.metricsListen)
+  const entries = [
+    ...systemd,
+    ...given.flatMap(([setting, value]) => {
+      const text = configText(value)
+      return text === undefined ? [] : [[setting.key, text] as const]
+    })
+  ]
   return ConfigProvider.fromMap(new Map(entries)).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
 }
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const runCommand = Command.make(
   "run",

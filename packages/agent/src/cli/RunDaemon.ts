@@ -3,14 +3,13 @@
  * command only when it runs, so that the other commands (and `--help`, `--version`) never
  * load the runtime, SQLite, the HTTP client, x509 or OpenTelemetry.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { TrustConfig } from "@nixfleet/proto"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
@@ -24,6 +23,7 @@ import * as Settings from "../config/settings.js"
 import { enrollAnonymously, ENROLLMENT_RETRY_INTERVAL, pendingEnrollment } from "../identity/Enrollment.js"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { loggerLayer } from "../node/Logging.js"
+import { stopRequests } from "../node/Signals.js"
 import { notifySystemd, SystemdNotify, type SystemdNotifyService } from "../node/SystemdNotify.js"
 import * as Tracing from "../observability/Tracing.js"
 import { ActivationPipelineLive } from "../pipeline/ActivationPipelineLive.js"
@@ -73,25 +73,6 @@ const checkTrustFile = (file: string) =>
   )
 
 /**
- * SIGTERM and SIGINT, listened to from before start-up to the process's exit, as a
- * Deferred the runtime awaits once it is up. Every repeat is absorbed: a second SIGTERM
- * (systemd and a supervisor both signalling, an impatient operator) must not kill the
- * drain half-way, nor the exit that follows it, as Node's default action would once no
- * listener is left. `run` is the process's only command, so the listeners are not removed.
- */
-const stopSignals = Effect.gen(function*() {
-  const requested = yield* Deferred.make<void>()
-  yield* Effect.sync(() => {
-    const onSignal = () => {
-      Deferred.unsafeDone(requested, Exit.void)
-    }
-    process.on("SIGTERM", onSignal)
-    process.on("SIGINT", onSignal)
-  })
-  return requested
-})
-
-/**
  * First-boot enrollment, before the runtime starts. Waiting for a cold control plane can
  * outlast systemd's start timeout, so the timeout is extended while it lasts; a stop
  * request ends the wait. `true` when the agent may start.
@@ -112,7 +93,7 @@ const enrollFirst = (systemd: SystemdNotifyService, stopRequested: Deferred.Defe
 /**
  * The daemon, for `run`'s validated flags: until SIGTERM or SIGINT, then drained.
  *
- * @since 0.1.0
+ * @internal
  */
 export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitStatus> =>
   Effect.gen(function*() {
@@ -131,7 +112,9 @@ export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitS
       // Off unless a test sets NIXFLEET_AGENT_TEST_FAIL_WORKER.
       Layer.provide(failWorkerForTests)
     )
-    const stopRequested = yield* stopSignals
+    // From before start-up to the process's exit: a second SIGTERM (systemd and a supervisor
+    // both signalling, an impatient operator) must kill neither the drain nor the exit after it.
+    const stopRequested = yield* stopRequests("process")
     const scope = yield* Effect.scope
     const systemd = yield* SystemdNotify
     const enrolled = yield* Effect.either(enrollFirst(systemd, stopRequested))

@@ -7,13 +7,12 @@
  * Exit statuses follow the LSB `status` convention: 0 the agent answered, 3 it is not
  * running (the report comes from its files), 4 there is no agent state to report on.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Clock from "effect/Clock"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -23,23 +22,23 @@ import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as Path from "node:path"
-import { defaults } from "../config/AgentConfig.js"
+import * as Settings from "../config/settings.js"
 import { DATABASE_FILE, statusFile, statusSocket } from "../config/stateFiles.js"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { RECENT_DEAD_LETTERS, type StatusReport, StatusReportJson } from "../status/StatusReport.js"
 import { currentClosure } from "../support/closureLinks.js"
 import { printable, printableJson } from "../support/terminalText.js"
 import { VERSION } from "../support/version.js"
-import { pipelineOptions } from "./PipelineOptions.js"
+import { optionalSettingOption, pipelineOptions, strict } from "./PipelineOptions.js"
 import { renderStatus } from "./StatusTable.js"
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_NOT_RUNNING = 3
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const EXIT_UNKNOWN = 4
 
@@ -51,13 +50,11 @@ const MAX_REPORT_BYTES = 4 * 1024 * 1024
 
 const statusOptions = {
   stateDir: pipelineOptions.stateDir,
-  currentSystemPath: Options.text("current-system-path").pipe(
-    Options.withFallbackConfig(Config.string("NIXFLEET_AGENT_CURRENT_SYSTEM_PATH")),
-    Options.optional,
-    Options.withDescription(
-      "the link whose basename is the running closure, when the agent does not answer " +
-        "(default: the one the agent last reported, else /run/current-system)"
-    )
+  currentSystemPath: optionalSettingOption(
+    Settings.currentSystemPath,
+    strict,
+    `${Settings.currentSystemPath.description}, when the agent does not answer ` +
+      `(default: the one the agent last reported, else ${Settings.currentSystemPath.fallback})`
   ),
   json: Options.boolean("json").pipe(Options.withDescription("print the report as one JSON object"))
 }
@@ -135,7 +132,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
     const now = new Date(yield* Clock.currentTimeMillis)
     const currentSystemPath = Option.getOrElse(
       currentSystemPathOption,
-      () => last?.currentSystemPath ?? defaults.currentSystemPath
+      () => last?.currentSystemPath ?? Settings.currentSystemPath.fallback
     )
     const report: StatusReport = {
       source: "state-dir",
@@ -170,7 +167,7 @@ const fromStateDir = (stateDir: string, currentSystemPathOption: Option.Option<s
   })
 
 /**
- * @since 0.1.0
+ * @internal
  */
 export const statusCommand = Command.make("status", statusOptions, (options) =>
   Effect.gen(function*() {

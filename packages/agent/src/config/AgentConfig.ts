@@ -10,7 +10,6 @@
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Settings from "./settings.js"
 import type { SettingWarning } from "./settings.js"
 
@@ -52,7 +51,21 @@ export interface AgentConfigShape {
   readonly settingWarnings: ReadonlyArray<SettingWarning>
 }
 
-const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)).pipe(Config.map(Option.getOrNull))
+/** The settings with a default (all but the machine id, state directory and URL), by field. */
+const optionalSettings = {
+  sustainedFailureSecs: Settings.sustainedFailureSecs,
+  outboxNonDurableCap: Settings.outboxNonDurableCap,
+  trustFile: Settings.trustFile,
+  manifestFreshnessWindowSecs: Settings.manifestFreshnessWindowSecs,
+  caCert: Settings.caCert,
+  clientCert: Settings.clientCert,
+  clientKey: Settings.clientKey,
+  currentSystemPath: Settings.currentSystemPath,
+  healthChecksFile: Settings.healthChecksFile,
+  sshHostKeyFile: Settings.sshHostKeyFile,
+  bootstrapTokenFile: Settings.bootstrapTokenFile,
+  renewalThresholdFraction: Settings.renewalThresholdFraction
+}
 
 /**
  * The configuration, from `NIXFLEET_AGENT_*` keys of the current `ConfigProvider`.
@@ -60,25 +73,12 @@ const optionalPath = (name: string) => Config.option(Config.nonEmptyString(name)
  * @since 0.1.0
  */
 export const config: Config.Config<AgentConfigShape> = Config.all({
-  machineId: Config.nonEmptyString("NIXFLEET_AGENT_MACHINE_ID"),
+  machineId: Settings.required(Settings.machineId),
   stateDir: Settings.lenient(Settings.stateDir),
-  controlPlaneUrl: Config.nonEmptyString("NIXFLEET_AGENT_CP_URL"),
-  sustainedFailureSecs: Settings.lenient(Settings.sustainedFailureSecs),
-  outboxNonDurableCap: Settings.lenient(Settings.outboxNonDurableCap),
-  trustFile: Config.nonEmptyString("NIXFLEET_AGENT_TRUST_FILE").pipe(
-    Config.withDefault("/etc/nixfleet/agent/trust.json")
-  ),
-  manifestFreshnessWindowSecs: Settings.lenient(Settings.manifestFreshnessWindowSecs),
-  caCert: optionalPath("NIXFLEET_AGENT_CA_CERT"),
-  clientCert: optionalPath("NIXFLEET_AGENT_CLIENT_CERT"),
-  clientKey: optionalPath("NIXFLEET_AGENT_CLIENT_KEY"),
-  currentSystemPath: Settings.lenient(Settings.currentSystemPath),
-  healthChecksFile: Settings.lenient(Settings.healthChecksFile),
-  sshHostKeyFile: Settings.lenient(Settings.sshHostKeyFile),
-  bootstrapTokenFile: optionalPath("NIXFLEET_AGENT_BOOTSTRAP_TOKEN_FILE"),
-  renewalThresholdFraction: Settings.lenient(Settings.renewalThresholdFraction),
+  controlPlaneUrl: Settings.required(Settings.controlPlaneUrl),
+  optional: Settings.lenientAll(optionalSettings),
   settingWarnings: Settings.warningsConfig
-})
+}).pipe(Config.map(({ optional, ...required }) => ({ ...required, ...optional })))
 
 /**
  * The production defaults of everything but the machine id, state directory and URL.
@@ -86,18 +86,7 @@ export const config: Config.Config<AgentConfigShape> = Config.all({
  * @since 0.1.0
  */
 export const defaults: Omit<AgentConfigShape, "machineId" | "stateDir" | "controlPlaneUrl"> = {
-  sustainedFailureSecs: 120,
-  outboxNonDurableCap: 10_000,
-  trustFile: "/etc/nixfleet/agent/trust.json",
-  manifestFreshnessWindowSecs: 3600,
-  caCert: null,
-  clientCert: null,
-  clientKey: null,
-  currentSystemPath: "/run/current-system",
-  healthChecksFile: "/etc/nixfleet/agent/health-checks.json",
-  sshHostKeyFile: "/etc/ssh/ssh_host_ed25519_key",
-  bootstrapTokenFile: null,
-  renewalThresholdFraction: null,
+  ...Settings.fallbacks(optionalSettings),
   settingWarnings: []
 }
 

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import * as Config from "effect/Config"
+import type * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
 import * as Settings from "./settings.js"
@@ -21,18 +21,18 @@ import * as Settings from "./settings.js"
  *
  * @since 0.1.0
  */
-export type SwitchMethod = "systemd-run" | "direct" | "darwin"
+export type SwitchMethod = (typeof Settings.SWITCH_METHODS)[number]
 
 /**
  * @since 0.1.0
  */
 export interface PipelineConfigShape {
-  /** The link whose basename is the running closure (`/run/current-system`). */
+  /** The link whose basename is the running closure. */
   readonly currentSystemPath: string
-  /** The profile `nix-env --set` writes (`/nix/var/nix/profiles/system`). */
+  /** The profile `nix-env --set` writes. */
   readonly systemProfile: string
   readonly switchMethod: SwitchMethod
-  /** Held (shared flock) by a switch in progress: `/run/nixos/switch-to-configuration.lock`. */
+  /** Held (shared flock) by a switch in progress. */
   readonly switchLockPath: string
   /** GC roots, switch logs. */
   readonly stateDir: string
@@ -40,7 +40,7 @@ export interface PipelineConfigShape {
   readonly verifyTimeoutSecs: number
   /** Budget for `nix-store --realise` (downloads can be large). */
   readonly realiseTimeoutSecs: number
-  /** The Nix store directory (`/nix/store`). */
+  /** The Nix store directory. */
   readonly storeDir: string
 }
 
@@ -59,15 +59,15 @@ export const systemProfileConfig: Config.Config<string> = Settings.lenient(Setti
  *
  * @since 0.1.0
  */
-export const pipelineConfig: Config.Config<PipelineConfigShape> = Config.all({
-  currentSystemPath: Settings.lenient(Settings.currentSystemPath),
-  systemProfile: systemProfileConfig,
-  switchMethod: Settings.lenient(Settings.switchMethod),
-  switchLockPath: Settings.lenient(Settings.switchLockPath),
-  stateDir: Settings.lenient(Settings.stateDir),
-  verifyTimeoutSecs: Settings.lenient(Settings.verifyTimeoutSecs),
-  realiseTimeoutSecs: Settings.lenient(Settings.realiseTimeoutSecs),
-  storeDir: Settings.lenient(Settings.storeDir)
+export const pipelineConfig: Config.Config<PipelineConfigShape> = Settings.lenientAll({
+  currentSystemPath: Settings.currentSystemPath,
+  systemProfile: Settings.systemProfile,
+  switchMethod: Settings.switchMethod,
+  switchLockPath: Settings.switchLockPath,
+  stateDir: Settings.stateDir,
+  verifyTimeoutSecs: Settings.verifyTimeoutSecs,
+  realiseTimeoutSecs: Settings.realiseTimeoutSecs,
+  storeDir: Settings.storeDir
 })
 
 /**

@@ -15,7 +15,7 @@
  * value that cannot be read is one warning and info, never an exit: the reference agent
  * falls back to info too.
  *
- * @since 0.1.0
+ * @internal
  */
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
@@ -30,7 +30,7 @@ import * as Option from "effect/Option"
  * A warning about the environment's level, waiting for the command's logger to write it
  * (the level is read before any command installs its logger).
  *
- * @since 0.1.0
+ * @internal
  */
 export class LogLevelWarning extends Context.Reference<LogLevelWarning>()("@nixfleet/agent/cli/LogLevelWarning", {
   defaultValue: (): string | undefined => undefined
@@ -62,7 +62,7 @@ const messageText = (message: unknown): string => {
 /**
  * One JSON object per line, with Effect's keys and the reference agent's.
  *
- * @since 0.1.0
+ * @internal
  */
 export const jsonLogger: Logger.Logger<unknown, string> = Logger.map(Logger.structuredLogger, (entry) => {
   const target = entry.annotations["target"]
@@ -106,7 +106,7 @@ const isOurTarget = (target: string) => target === DEFAULT_TARGET || target.star
  * `nixfleet_agent` (the most specific, as in tracing), else its first plain level, else
  * `undefined` (nothing in it concerns this agent). `undefined` too when it does not parse.
  *
- * @since 0.1.0
+ * @internal
  */
 export const rustLogLevel = (filter: string): LogLevel.LogLevel | undefined => {
   let plain: LogLevel.LogLevel | undefined
@@ -132,7 +132,7 @@ export const rustLogLevel = (filter: string): LogLevel.LogLevel | undefined => {
 /**
  * What the environment asks for: the level, and a warning for a value that was ignored.
  *
- * @since 0.1.0
+ * @internal
  */
 export const environmentLogLevel: Effect.Effect<{
   readonly level: LogLevel.LogLevel | undefined
@@ -162,7 +162,7 @@ export const environmentLogLevel: Effect.Effect<{
  * Runs the command line at the environment's level. Outermost, so that what is set inside
  * (`--log-level`, a command's own level) overrides it.
  *
- * @since 0.1.0
+ * @internal
  */
 export const withEnvironmentLogLevel = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.flatMap(
@@ -176,7 +176,7 @@ export const withEnvironmentLogLevel = <A, E, R>(self: Effect.Effect<A, E, R>): 
 /**
  * The logger; it writes the pending warning about the environment's level, if any.
  *
- * @since 0.1.0
+ * @internal
  */
 export const loggerLayer = (format: "json" | "pretty") => {
   const logger = Logger.replace(

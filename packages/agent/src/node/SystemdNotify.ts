@@ -17,6 +17,7 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import type { AgentRuntimeService } from "../AgentRuntime.js"
 import { ReducerInput } from "../runtime/ReducerInput.js"
+import { optionalSettings } from "../support/optionalSettings.js"
 import { createUnixDgramSocket } from "./unixDgram.js"
 
 /**
@@ -57,14 +58,7 @@ export class SystemdNotify extends Context.Tag("@nixfleet/agent/SystemdNotify")<
   static readonly layer: Layer.Layer<SystemdNotify> = Layer.scoped(
     SystemdNotify,
     Effect.gen(function*() {
-      const env = yield* settings.pipe(
-        Effect.tapError((error) =>
-          Effect.logWarning("systemd notification settings are unreadable; not notifying").pipe(
-            Effect.annotateLogs("error", String(error))
-          )
-        ),
-        Effect.option
-      )
+      const env = yield* optionalSettings(settings, "systemd notification settings are unreadable; not notifying")
       if (Option.isNone(env) || Option.isNone(env.value.socket) || env.value.socket.value === "") return disabled
       const { watchdogPid, watchdogUsec } = env.value
       const path = env.value.socket.value

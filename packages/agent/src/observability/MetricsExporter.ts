@@ -7,8 +7,6 @@
  *
  * @since 0.1.0
  */
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -21,7 +19,6 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs/promises"
-import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as Path from "node:path"
 import type { AgentConfig } from "../config/AgentConfig.js"
@@ -31,7 +28,7 @@ import { StatusBoard } from "../runtime/StatusBoard.js"
 import type { MetricsListen } from "../runtime/StatusBoard.js"
 import { forkWorker } from "../runtime/Workers.js"
 import { writeFileAtomicEffect } from "../support/atomicFile.js"
-import { errnoOf } from "../support/describeError.js"
+import { getOnly, type ListenRefused, serveHttp } from "../support/httpServer.js"
 import { parseListen } from "../support/listen.js"
 import { describeUnsafe, findUnsafe } from "../support/pathSafety.js"
 import { sampleGauges } from "./Metrics.js"
@@ -113,18 +110,12 @@ export const bindRetry = Schedule.exponential(BIND_RETRY_FIRST).pipe(
   Schedule.union(Schedule.spaced(BIND_RETRY_CAP))
 )
 
-/** A refused bind: the system's code (EADDRINUSE, EACCES, EADDRNOTAVAIL, …) and its text. */
-class BindRefused extends Data.TaggedError("BindRefused")<{ readonly code: string; readonly detail: string }> {}
-
 const serve = (address: { readonly host: string; readonly port: number }, context: Effect.Effect<string>) =>
   Effect.gen(function*() {
-    const app = Effect.gen(function*() {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      if (request.url !== "/metrics") return HttpServerResponse.text("not found\n", { status: 404 })
-      if (request.method !== "GET") return HttpServerResponse.text("method not allowed\n", { status: 405 })
-      return HttpServerResponse.text(yield* context, { contentType: CONTENT_TYPE })
-    })
-    const handler = yield* NodeHttpServer.makeHandler(app)
+    const serveMetrics = yield* serveHttp(getOnly(
+      "/metrics",
+      Effect.map(context, (text) => HttpServerResponse.text(text, { contentType: CONTENT_TYPE }))
+    ))
     const board = yield* Effect.serviceOption(StatusBoard)
     const where = `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
     const report = (state: MetricsListen) =>
@@ -134,27 +125,13 @@ const serve = (address: { readonly host: string; readonly port: number }, contex
       )
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
-    // One attempt: a fresh server each time (a server whose listen failed is left behind).
-    const bind = Effect.acquireRelease(
-      Effect.async<Http.Server, BindRefused>((resume) => {
-        const server = Http.createServer(handler)
-        server.once("error", (error) => {
-          server.close()
-          resume(Effect.fail(new BindRefused({ code: errnoOf(error) ?? "unknown", detail: error.message })))
-        })
-        server.listen(address.port, address.host, () => resume(Effect.succeed(server)))
-      }),
-      (server) =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-          server.closeAllConnections()
-        })
-    )
+    // One attempt; a failed one leaves nothing listening.
+    const bind = serveMetrics({ port: address.port, host: address.host })
 
     const failures = yield* Ref.make(0)
     const lastCode = yield* Ref.make("")
     const downSince = yield* Ref.make<Date | null>(null)
-    const refused = (error: BindRefused) =>
+    const refused = (error: ListenRefused) =>
       Effect.gen(function*() {
         const count = yield* Ref.updateAndGet(failures, (n) => n + 1)
         const previous = yield* Ref.getAndSet(lastCode, error.code)

@@ -13,6 +13,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { optionalSettings } from "../support/optionalSettings.js"
 import { VERSION } from "../support/version.js"
 
 /**
@@ -65,14 +66,7 @@ export const tracesUrl = (
  */
 export const layer: Layer.Layer<never> = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const settings = yield* endpoints.pipe(
-      Effect.tapError((error) =>
-        Effect.logWarning("OpenTelemetry settings are unreadable; not tracing").pipe(
-          Effect.annotateLogs("error", String(error))
-        )
-      ),
-      Effect.option
-    )
+    const settings = yield* optionalSettings(endpoints, "OpenTelemetry settings are unreadable; not tracing")
     const url = Option.flatMap(settings, tracesUrl)
     if (Option.isNone(url)) return Layer.empty
     const [{ BatchSpanProcessor }, { OTLPTraceExporter }] = yield* Effect.promise(() =>

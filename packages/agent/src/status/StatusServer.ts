@@ -10,18 +10,16 @@
  *
  * @since 0.1.0
  */
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Fs from "node:fs/promises"
-import * as Http from "node:http"
-import * as Net from "node:net"
 import { AgentConfig } from "../config/AgentConfig.js"
 import { statusSocket } from "../config/stateFiles.js"
+import { getOnly, serveHttp } from "../support/httpServer.js"
+import { MAX_SOCKET_PATH, socketAnswers } from "../support/unixSocket.js"
 import { AgentStatus } from "./AgentStatus.js"
 import { StatusReportJson } from "./StatusReport.js"
 
@@ -30,25 +28,10 @@ import { StatusReportJson } from "./StatusReport.js"
  */
 export { statusSocket }
 
-/** `sun_path` holds 108 bytes with its terminating NUL. */
-const MAX_SOCKET_PATH = 107
-
 /**
  * @since 0.1.0
  */
 export class StatusServerError extends Data.TaggedError("StatusServerError")<{ readonly message: string }> {}
-
-/** Whether something accepts connections on `path` (a socket left by a killed agent does not). */
-const answers = (path: string) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.connect({ path })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(true))
-    })
-    socket.once("error", () => resume(Effect.succeed(false)))
-    return Effect.sync(() => socket.destroy())
-  })
 
 /**
  * Fails when an agent already serves this state directory; removes a socket a killed
@@ -64,7 +47,7 @@ const claim = (path: string) =>
     const found = yield* Effect.promise(() => Fs.lstat(path).catch(() => null))
     // Only a socket is asked: a symlink there is never followed to another socket (whose
     // answer would stop this agent), and anything but a socket is not an agent's.
-    if (found?.isSocket() === true && (yield* answers(path))) {
+    if (found?.isSocket() === true && (yield* socketAnswers(path))) {
       return yield* new StatusServerError({
         message: `another agent is running on this state directory (its status socket ${path} answers)`
       })
@@ -89,29 +72,18 @@ export const StatusServer: Layer.Layer<never, StatusServerError, AgentStatus | A
         .pipe(Effect.annotateLogs("socket", path))
     }
     yield* claim(path)
-    const app = Effect.gen(function*() {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      if (request.url !== "/v1/status") return HttpServerResponse.text("not found\n", { status: 404 })
-      if (request.method !== "GET") return HttpServerResponse.text("method not allowed\n", { status: 405 })
-      const body = yield* Schema.encode(StatusReportJson)(yield* status.report)
-      return HttpServerResponse.text(body, { contentType: "application/json" })
-    }).pipe(Effect.orDie)
-    const handler = yield* NodeHttpServer.makeHandler(app)
-    const server = Http.createServer(handler)
-    yield* Effect.acquireRelease(
-      Effect.async<void, StatusServerError>((resume) => {
-        server.once(
-          "error",
-          (error) =>
-            resume(Effect.fail(new StatusServerError({ message: `cannot listen on ${path}: ${error.message}` })))
-        )
-        server.listen({ path }, () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-          server.closeAllConnections()
-        }).pipe(Effect.zipRight(Effect.promise(() => Fs.rm(path, { force: true }))))
+    const serve = yield* serveHttp(getOnly(
+      "/v1/status",
+      Effect.flatMap(status.report, Schema.encode(StatusReportJson)).pipe(
+        Effect.map((body) => HttpServerResponse.text(body, { contentType: "application/json" })),
+        Effect.orDie
+      )
+    ))
+    yield* serve({ path }, { afterClose: Effect.promise(() => Fs.rm(path, { force: true })) }).pipe(
+      Effect.catchTag(
+        "ListenRefused",
+        (error) => Effect.fail(new StatusServerError({ message: `cannot listen on ${path}: ${error.detail}` }))
+      )
     )
     yield* Effect.tryPromise(() => Fs.chmod(path, 0o600)).pipe(
       Effect.mapError((error) => new StatusServerError({ message: `cannot restrict ${path} to its owner: ${error}` }))
