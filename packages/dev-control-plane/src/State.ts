@@ -8,17 +8,13 @@
  *
  * @since 0.1.0
  */
-import {
-  type AgentEventEnvelope,
-  type HeartbeatRequest,
-  type HeartbeatResponse,
-  type HostRolloutSnapshot
-} from "@nixfleet/proto"
+import { type AgentEventEnvelope, type HeartbeatRequest, type HeartbeatResponse } from "@nixfleet/proto"
 import {
   type Command,
   type HostRolloutState,
   isTerminal,
   type OutboundAgentEvent,
+  recordToSnapshot,
   type RecordTransition,
   type RemoteEvent,
   remoteEventFromWire,
@@ -168,22 +164,6 @@ export interface AllowedNonce {
 export const compareBytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b))
 
 const recordKey = (rolloutId: string, hostname: string): string => `${rolloutId}/${hostname}`
-
-const snapshot = (record: HostRolloutState): HostRolloutSnapshot => ({
-  rolloutId: record.rolloutId,
-  hostname: record.hostname,
-  channel: record.channel,
-  state: record.state,
-  targetClosure: record.targetClosure,
-  currentClosureAtDispatch: record.currentClosureAtDispatch,
-  currentClosure: record.currentClosure,
-  dispatchedAt: record.dispatchedAt,
-  dispatchAckedAt: record.dispatchAckedAt,
-  activationStartedAt: record.activationStartedAt,
-  activationCompletedAt: record.activationCompletedAt,
-  soakDueAt: record.soakDueAt,
-  lastEventSeq: record.lastEventSeq
-})
 
 /**
  * The in-memory control plane.
@@ -374,7 +354,7 @@ export class ControlPlaneState {
     return {
       response: {
         receivedAt: request.at,
-        bootstrapRollouts: request.rolloutId === null ? this.activeRecords(request.hostname).map(snapshot) : []
+        bootstrapRollouts: request.rolloutId === null ? this.activeRecords(request.hostname).map(recordToSnapshot) : []
       },
       replayFrom
     }

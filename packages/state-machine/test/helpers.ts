@@ -15,3 +15,6 @@ export const left = (result: Either.Either<StepOutput, TransitionError>): Transi
   })
 
 export const tags = (effects: ReadonlyArray<Command>): ReadonlyArray<string> => effects.map((effect) => effect._tag)
+
+/** Deep copy, so that a later comparison detects any mutation of the original. */
+export const deepCopy = <A>(value: A): A => structuredClone(value)

@@ -10,6 +10,7 @@ import {
   type HostRolloutState,
   type HostState,
   HostStates,
+  LegalTransitions,
   outboundPayload,
   step
 } from "@nixfleet/state-machine"
@@ -103,8 +104,12 @@ describe("transition table", () => {
   it("has 7 states, 24 events and 28 legal pairs", () => {
     expect(HostStates).toHaveLength(7)
     expect(new Set(EventNames).size).toBe(24)
-    const count = Object.values(legal).reduce((n, row) => n + Object.keys(row ?? {}).length, 0)
-    expect(count).toBe(28)
+    const pairs = Object.entries(legal).flatMap(([from, row]) =>
+      Object.keys(row ?? {}).map((event) => `${from} ${event}`)
+    )
+    expect(pairs).toHaveLength(28)
+    // The exported table lists the same pairs as this file's expectations.
+    expect(new Set(pairs)).toStrictEqual(new Set(LegalTransitions.map(({ event, from }) => `${from} ${event}`)))
   })
 
   for (const state of HostStates) {

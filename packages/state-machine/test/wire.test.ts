@@ -13,8 +13,8 @@ import {
   remoteEventFromWire,
   remoteMirror
 } from "@nixfleet/state-machine"
+import * as Arbitraries from "@nixfleet/state-machine/testing"
 import { Either, Schema } from "effect"
-import * as arb from "./arbitraries.js"
 import { eventWithSeq, secs } from "./fixtures.js"
 
 const wire = (name: EventName) => Either.getOrThrow(payloadToWire(outboundPayload(eventWithSeq(name, 42, secs(10)))))
@@ -86,7 +86,7 @@ describe("wire conversions", () => {
     })
   })
 
-  it.prop("a Local event's payload survives the wire unchanged", [arb.localEvent], ([event]) => {
+  it.prop("a Local event's payload survives the wire unchanged", [Arbitraries.localEvent()], ([event]) => {
     const payload = outboundPayload(event)
     const json = JSON.parse(JSON.stringify(Either.getOrThrow(payloadToWire(payload))))
     expect(Either.getOrThrow(payloadFromWire(json))).toStrictEqual(payload)

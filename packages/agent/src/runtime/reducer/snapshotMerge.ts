@@ -1,5 +1,5 @@
 import type { HostRolloutSnapshot } from "@nixfleet/proto"
-import { type HostRolloutState, type HostState, newPending } from "@nixfleet/state-machine"
+import { type HostRolloutState, type HostState, recordFromSnapshot } from "@nixfleet/state-machine"
 import { entryOf, type RolloutEntry } from "./entry.js"
 
 /** Which states follow which: `later(a, b)` when b can be reached from a. */
@@ -74,29 +74,8 @@ export const mergeSnapshot = (
     const record: HostRolloutState = { ...local, lastEventSeq: Math.max(local.lastEventSeq, snapshot.lastEventSeq) }
     return { entry: { ...existing!, record }, changed: false, keptLocalState }
   }
-  const base: HostRolloutState = local ?? newPending({
-    rolloutId: snapshot.rolloutId,
-    hostname: snapshot.hostname,
-    channel: snapshot.channel,
-    targetClosure: snapshot.targetClosure,
-    dispatchedAt: snapshot.dispatchedAt,
-    soakDueAt: snapshot.soakDueAt
-  })
   const record: HostRolloutState = {
-    ...base,
-    rolloutId: snapshot.rolloutId,
-    hostname: snapshot.hostname,
-    channel: snapshot.channel,
-    state: snapshot.state,
-    targetClosure: snapshot.targetClosure,
-    // The control plane writes "" when it synthesised the acknowledgement: the rollback target is unknown.
-    currentClosureAtDispatch: snapshot.currentClosureAtDispatch === "" ? null : snapshot.currentClosureAtDispatch,
-    currentClosure: snapshot.currentClosure,
-    dispatchedAt: snapshot.dispatchedAt,
-    dispatchAckedAt: snapshot.dispatchAckedAt,
-    activationStartedAt: snapshot.activationStartedAt,
-    activationCompletedAt: snapshot.activationCompletedAt,
-    soakDueAt: snapshot.soakDueAt,
+    ...recordFromSnapshot(snapshot, local),
     lastEventSeq: Math.max(local?.lastEventSeq ?? 0, snapshot.lastEventSeq),
     ...(own === null ? {} : {
       targetClosure: own.target,
