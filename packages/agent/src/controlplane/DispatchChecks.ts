@@ -71,8 +71,9 @@ const isClosureName = Schema.is(ClosureName)
  *
  * @since 0.1.0
  */
-export const checkDispatch = (dispatch: DispatchResponse, machineId: string) =>
-  Effect.gen(function*() {
+export const checkDispatch = Effect.fn("DispatchChecks.check")(
+  function*(dispatch: DispatchResponse, machineId: string) {
+    yield* Effect.annotateCurrentSpan("rolloutId", dispatch.rolloutId)
     if (dispatch.hostname !== machineId) {
       return yield* new DispatchRefused({
         reason: "wrong-hostname",
@@ -127,14 +128,13 @@ export const checkDispatch = (dispatch: DispatchResponse, machineId: string) =>
       waveIndex: entry.waveIndex,
       soakDueAt: dispatch.soakDueAt
     } satisfies AcceptedDispatch
-  }).pipe(
-    Effect.tapError((refused) =>
+  },
+  (effect, dispatch) =>
+    Effect.tapError(effect, (refused) =>
       Effect.zipRight(
         Effect.logError(refused.message).pipe(
           Effect.annotateLogs({ rolloutId: dispatch.rolloutId, reason: refused.reason })
         ),
         Metric.increment(Metric.tagged(refusedDispatches, "reason", refused.reason))
-      )
-    ),
-    Effect.withSpan("DispatchChecks.check", { attributes: { rolloutId: dispatch.rolloutId } })
-  )
+      ))
+)

@@ -8,7 +8,6 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import { type HostRolloutSnapshot, RolloutId } from "@nixfleet/proto"
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -16,7 +15,7 @@ import * as Schema from "effect/Schema"
 import { AgentConfig } from "../config/AgentConfig.js"
 import { Reducer } from "../runtime/Reducer.js"
 import { ReducerInput } from "../runtime/ReducerInput.js"
-import { Shutdown } from "../runtime/Shutdown.js"
+import { type Shutdown, untilShutdown } from "../runtime/Shutdown.js"
 import { forkWorker } from "../runtime/Workers.js"
 import { currentClosure } from "../support/closureLinks.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
@@ -119,8 +118,8 @@ export const Heartbeat: Layer.Layer<
 > = Layer.scopedDiscard(
   Effect.gen(function*() {
     const reducer = yield* Reducer
-    const shutdown = yield* Shutdown
     const context = yield* Effect.context<AgentConfig | ControlPlaneClient | FileSystem.FileSystem>()
+    // The whole beat, retries and hand-over included, ends at shutdown.
     const beat = retryControlPlane("heartbeat", sendHeartbeat(Duration.seconds(10))).pipe(
       Effect.flatMap((snapshots) =>
         Effect.forEach(snapshots, (snapshot) => reducer.offer(ReducerInput.BootstrapHost({ snapshot })), {
@@ -129,13 +128,9 @@ export const Heartbeat: Layer.Layer<
       ),
       Effect.provide(context)
     )
-    const stopped = Deferred.await(shutdown)
-    const loop = Effect.gen(function*() {
-      while (!(yield* Deferred.isDone(shutdown))) {
-        yield* Effect.raceFirst(beat, stopped)
-        yield* Effect.raceFirst(Effect.sleep(HEARTBEAT_INTERVAL), stopped)
-      }
-    })
-    yield* forkWorker("Heartbeat", loop)
+    yield* forkWorker(
+      "Heartbeat",
+      untilShutdown(beat, () => Effect.void, { pause: () => Effect.sleep(HEARTBEAT_INTERVAL) })
+    )
   })
 )

@@ -7,15 +7,13 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type { DispatchResponse } from "@nixfleet/proto"
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import { AgentConfig } from "../config/AgentConfig.js"
 import type { HostLedger } from "../runtime/HostLedger.js"
 import { Reducer } from "../runtime/Reducer.js"
 import { ReducerInput } from "../runtime/ReducerInput.js"
-import { Shutdown } from "../runtime/Shutdown.js"
+import { type Shutdown, untilShutdown } from "../runtime/Shutdown.js"
 import { forkWorker } from "../runtime/Workers.js"
 import { currentClosure } from "../support/closureLinks.js"
 import { ControlPlaneClient } from "./ControlPlaneClient.js"
@@ -72,26 +70,22 @@ export const Longpoll: Layer.Layer<
   AgentConfig | ControlPlaneClient | ManifestCache | HostLedger | Reducer | Shutdown | FileSystem.FileSystem
 > = Layer.scopedDiscard(
   Effect.gen(function*() {
-    const shutdown = yield* Shutdown
     const client = yield* ControlPlaneClient
     const context = yield* Effect.context<
       AgentConfig | ControlPlaneClient | ManifestCache | HostLedger | Reducer | FileSystem.FileSystem
     >()
-    const loop = Effect.gen(function*() {
-      while (!(yield* Deferred.isDone(shutdown))) {
-        const started = yield* Clock.currentTimeMillis
-        const polled = yield* Effect.raceFirst(
-          Effect.asSome(retryControlPlane("dispatch long-poll", client.dispatch(WAIT_SECS))),
-          Effect.as(Deferred.await(shutdown), Option.none<DispatchResponse | null>())
-        )
-        if (polled._tag === "None") return
-        if (polled.value !== null) yield* handleDispatch(polled.value)
-        const elapsed = (yield* Clock.currentTimeMillis) - started
-        if (elapsed < MIN_POLL_INTERVAL_MS) {
-          yield* Effect.raceFirst(Effect.sleep(MIN_POLL_INTERVAL_MS - elapsed), Deferred.await(shutdown))
-        }
-      }
-    })
-    yield* forkWorker("Longpoll", loop.pipe(Effect.provide(context)))
+    const poll = Effect.zip(
+      Clock.currentTimeMillis,
+      retryControlPlane("dispatch long-poll", client.dispatch(WAIT_SECS))
+    )
+    // A dispatch is handled to the end; the poll's start goes on to the floor between polls.
+    const handle = ([started, dispatch]: readonly [number, DispatchResponse | null]) =>
+      Effect.as(dispatch === null ? Effect.void : handleDispatch(dispatch), started)
+    const floor = (started: number) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const rest = MIN_POLL_INTERVAL_MS - (now - started)
+        return rest > 0 ? Effect.sleep(rest) : Effect.void
+      })
+    yield* forkWorker("Longpoll", untilShutdown(poll, handle, { pause: floor }).pipe(Effect.provide(context)))
   })
 )

@@ -162,26 +162,26 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
           return manifest
         })
 
-      const rollout = (rolloutId: string) =>
-        Effect.gen(function*() {
-          const file = Path.join(config.stateDir, "rollouts", `${rolloutId}.json`)
-          const cached = yield* readCached(file)
-          if (cached !== null) {
-            const fromCache = yield* Effect.either(checkedRollout(rolloutId, cached.bytes, cached.signature))
-            if (fromCache._tag === "Right") return fromCache.right
-            yield* Effect.logInfo(`cached manifest no longer verifies (${fromCache.left.message}); fetching`)
-          }
-          const fetched = yield* client.rolloutManifest(rolloutId).pipe(Effect.mapError(describeUnreachable))
-          if (fetched === null) {
-            return yield* new ManifestError({
-              reason: "missing",
-              detail: `the control plane has no manifest ${rolloutId}`
-            })
-          }
-          const manifest = yield* checkedRollout(rolloutId, fetched.bytes, fetched.signature)
-          yield* writeCached(file, fetched.bytes, fetched.signature)
-          return manifest
-        }).pipe(Effect.withSpan("ManifestCache.rollout", { attributes: { rolloutId } }))
+      const rollout = Effect.fn("ManifestCache.rollout")(function*(rolloutId: string) {
+        yield* Effect.annotateCurrentSpan("rolloutId", rolloutId)
+        const file = Path.join(config.stateDir, "rollouts", `${rolloutId}.json`)
+        const cached = yield* readCached(file)
+        if (cached !== null) {
+          const fromCache = yield* Effect.either(checkedRollout(rolloutId, cached.bytes, cached.signature))
+          if (fromCache._tag === "Right") return fromCache.right
+          yield* Effect.logInfo(`cached manifest no longer verifies (${fromCache.left.message}); fetching`)
+        }
+        const fetched = yield* client.rolloutManifest(rolloutId).pipe(Effect.mapError(describeUnreachable))
+        if (fetched === null) {
+          return yield* new ManifestError({
+            reason: "missing",
+            detail: `the control plane has no manifest ${rolloutId}`
+          })
+        }
+        const manifest = yield* checkedRollout(rolloutId, fetched.bytes, fetched.signature)
+        yield* writeCached(file, fetched.bytes, fetched.signature)
+        return manifest
+      })
 
       const fleetFile = Path.join(config.stateDir, "fleet", "fleet.resolved.json")
       const checkedFleet = (bytes: Uint8Array, signature: Uint8Array) =>

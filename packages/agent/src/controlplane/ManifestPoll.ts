@@ -138,12 +138,9 @@ export const ManifestPoll: Layer.Layer<never, never, ManifestCache | Reducer | S
             : refused(error)
         )
       )
-      let first = true
-      const next = Effect.suspend(() => {
-        const wait = first ? Effect.void : Effect.sleep(MANIFEST_POLL_INTERVAL)
-        first = false
-        return wait
-      })
-      yield* forkWorker("ManifestPoll", untilShutdown(next, () => poll))
+      yield* forkWorker(
+        "ManifestPoll",
+        untilShutdown(Effect.void, () => poll, { pause: () => Effect.sleep(MANIFEST_POLL_INTERVAL) })
+      )
     })
   )

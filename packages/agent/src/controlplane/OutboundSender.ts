@@ -15,17 +15,17 @@
  */
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Ref from "effect/Ref"
 import { AgentConfig } from "../config/AgentConfig.js"
 import { Outbox, type OutboxError, type OutboxRow, type OutboxService } from "../outbox/Outbox.js"
-import { Shutdown } from "../runtime/Shutdown.js"
+import { untilShutdown } from "../runtime/Shutdown.js"
 import { StatusBoard, type StatusBoardService } from "../runtime/StatusBoard.js"
 import { describeDeliveryBlocked } from "../runtime/StatusBoard.js"
 import { forkWorker } from "../runtime/Workers.js"
+import { annotateSpanAndLogs } from "../support/annotate.js"
 import { ControlPlaneClient, type ControlPlaneClientService } from "./ControlPlaneClient.js"
 import { controlPlaneRetry } from "./retry.js"
 
@@ -204,24 +204,23 @@ const attempt = (sender: Sender, row: OutboxRow) =>
  * the rows already delivered are acknowledged, so a long outage does not keep them. While
  * delivery is blocked the tries are logged at debug level: the block has its own line.
  */
-const deliver = (sender: Sender, row: OutboxRow, flushAcknowledged: Effect.Effect<void, OutboxError>) =>
-  attempt(sender, row).pipe(
-    Effect.tapError((error) =>
-      Effect.all([
-        (error._tag === "Blocked" ? Effect.logDebug : Effect.logWarning)("event delivery failed; will retry").pipe(
-          Effect.annotateLogs("reason", error.message)
-        ),
-        Effect.ignore(sender.outbox.recordFailure(row.id, error.message)),
-        Metric.increment(Metric.tagged(deliveries, "result", error._tag === "Blocked" ? "blocked" : "retried")),
-        Effect.ignore(flushAcknowledged)
-      ], { discard: true })
+const deliver = Effect.fn("OutboundSender.deliver")(
+  (sender: Sender, row: OutboxRow, flushAcknowledged: Effect.Effect<void, OutboxError>) =>
+    attempt(sender, row).pipe(
+      Effect.tapError((error) =>
+        Effect.all([
+          (error._tag === "Blocked" ? Effect.logDebug : Effect.logWarning)("event delivery failed; will retry").pipe(
+            Effect.annotateLogs("reason", error.message)
+          ),
+          Effect.ignore(sender.outbox.recordFailure(row.id, error.message)),
+          Metric.increment(Metric.tagged(deliveries, "result", error._tag === "Blocked" ? "blocked" : "retried")),
+          Effect.ignore(flushAcknowledged)
+        ], { discard: true })
+      ),
+      Effect.retry(deliveryRetry)
     ),
-    Effect.retry(deliveryRetry),
-    Effect.annotateLogs({ rolloutId: row.rolloutId, seq: row.seq, kind: row.kind }),
-    Effect.withSpan("OutboundSender.deliver", {
-      attributes: { rolloutId: row.rolloutId, seq: row.seq, kind: row.kind }
-    })
-  )
+  (effect, _sender, row) => annotateSpanAndLogs(effect, { rolloutId: row.rolloutId, seq: row.seq, kind: row.kind })
+)
 
 /**
  * Delivers pages until the outbox is empty. Delivered rows are acknowledged per page in one
@@ -254,7 +253,6 @@ const drain = (sender: Sender) =>
  */
 export const OutboundSender = Layer.scopedDiscard(
   Effect.gen(function*() {
-    const shutdown = yield* Shutdown
     const config = yield* AgentConfig
     const sender: Sender = {
       outbox: yield* Outbox,
@@ -264,13 +262,9 @@ export const OutboundSender = Layer.scopedDiscard(
     }
     // Every status starts at 0, so an alert on the gauge has a series to watch.
     yield* setDeliveryBlocked(null)
-    const stopped = Deferred.await(shutdown)
-    const loop = Effect.gen(function*() {
-      while (!(yield* Deferred.isDone(shutdown))) {
-        yield* Effect.raceFirst(Effect.asVoid(drain(sender)), stopped)
-        yield* Effect.raceAll([sender.outbox.awaitEnqueued, Effect.sleep(SAFETY_TICK), stopped])
-      }
-    })
-    yield* forkWorker("OutboundSender", loop)
+    // A drain ends at shutdown: a row it has not acknowledged stays and goes again on the next
+    // start (the control plane deduplicates).
+    const wake = Effect.raceFirst(sender.outbox.awaitEnqueued, Effect.sleep(SAFETY_TICK))
+    yield* forkWorker("OutboundSender", untilShutdown(drain(sender), () => Effect.void, { pause: () => wake }))
   })
 )

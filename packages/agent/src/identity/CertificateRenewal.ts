@@ -153,7 +153,7 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
           Effect.zipRight(Metric.increment(Metric.tagged(certificateRenewals, "outcome", "refused"))),
           Effect.as(RENEWAL_RETRY_DELAY)
         )
-      let wait: Duration.Duration | null = null
+      // Each check says how long to wait for the next one.
       const check = checkRenewal(settings).pipe(
         Effect.tap((outcome) =>
           outcome === "renewed"
@@ -165,12 +165,8 @@ export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | Control
         Effect.catchAll((error) => failed(error.message)),
         // Not even a bug in a library may stop renewal: the certificate would expire.
         Effect.catchAllDefect((defect) => failed(String(defect))),
-        Effect.tap((next) => {
-          wait = next
-        }),
         Effect.provide(context)
       )
-      const next = Effect.suspend(() => (wait === null ? Effect.void : Effect.sleep(wait)))
-      yield* forkWorker("CertificateRenewal", untilShutdown(next, () => check))
+      yield* forkWorker("CertificateRenewal", untilShutdown(Effect.void, () => check, { pause: Effect.sleep }))
     })
   )

@@ -2,8 +2,6 @@
  * A corrupt outbox database is moved aside, never deleted and never silently replaced:
  * the agent starts with an empty outbox (it must keep reporting) and the error log names
  * the file an operator can inspect or salvage.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Clock from "effect/Clock"
@@ -23,13 +21,11 @@ const utcStamp = (millis: number): string => new Date(millis).toISOString().repl
  * Checks `filename` when it exists; when it is corrupt, renames it (and its `-wal` and
  * `-shm` files, which SQLite would otherwise apply to the fresh database) to
  * `<filename>.corrupt-<UTC timestamp>` and logs an error. Returns the new name, if any.
- *
- * @since 0.1.0
  */
-export const quarantineIfCorrupt = (
+export const quarantineIfCorrupt: (
   filename: string
-): Effect.Effect<string | undefined, OutboxError, FileSystem.FileSystem> =>
-  Effect.gen(function*() {
+) => Effect.Effect<string | undefined, OutboxError, FileSystem.FileSystem> = Effect.fn("Outbox.quarantineIfCorrupt")(
+  function*(filename: string) {
     const fs = yield* FileSystem.FileSystem
     if (!(yield* fs.exists(filename).pipe(guard("open", `checking ${filename}`)))) return undefined
     const health = yield* checkFile(filename)
@@ -49,4 +45,5 @@ export const quarantineIfCorrupt = (
       Effect.annotateLogs({ file: filename, movedTo: target, reason: health.reason })
     )
     return target
-  }).pipe(Effect.withSpan("Outbox.quarantineIfCorrupt"))
+  }
+)

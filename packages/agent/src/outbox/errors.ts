@@ -30,9 +30,6 @@ export class OutboxError extends Data.TaggedError("OutboxError")<{
   readonly cause?: unknown
 }> {}
 
-/**
- * @since 0.1.0
- */
 export const outboxError = (operation: string, cause: unknown, context?: string): OutboxError =>
   new OutboxError({
     operation,
@@ -43,8 +40,6 @@ export const outboxError = (operation: string, cause: unknown, context?: string)
 /**
  * Maps the typed errors and the defects of `self` to `OutboxError`; interruption stays
  * interruption.
- *
- * @since 0.1.0
  */
 export const guard = (operation: string, context?: string) =>
 <A, E, R>(
@@ -58,8 +53,6 @@ export const guard = (operation: string, context?: string) =>
 /**
  * The same for a layer: the SQLite client and the migrator die (rather than fail) when
  * the driver throws while opening or a migration fails.
- *
- * @since 0.1.0
  */
 export const guardLayer = (operation: string, context?: string) =>
 <A, E, R>(

@@ -1,8 +1,6 @@
 /**
  * File names for what the outbox keeps aside (a corrupt database, an invalid legacy
  * file): never over an existing file, so setting aside never loses an earlier one.
- *
- * @since 0.1.0
  */
 import type { PlatformError } from "@effect/platform/Error"
 import type * as FileSystem from "@effect/platform/FileSystem"
@@ -13,8 +11,6 @@ import { errnoOf } from "../support/describeError.js"
 
 /**
  * The first of `base`, `base-1`, `base-2`, … that names no file.
- *
- * @since 0.1.0
  */
 export const freeName = (fs: FileSystem.FileSystem, base: string): Effect.Effect<string, PlatformError> => {
   const attempt = (n: number): Effect.Effect<string, PlatformError> => {
@@ -30,8 +26,6 @@ export const freeName = (fs: FileSystem.FileSystem, base: string): Effect.Effect
  * and its `-wal`/`-shm` set to 0600. SQLite gives the `-wal` and `-shm` files it creates
  * the database file's mode, so they follow. A mode already right is not touched, so a
  * read-only state directory fails here only when something needs changing.
- *
- * @since 0.1.0
  */
 export const makePrivate = (filename: string): Effect.Effect<void, unknown> =>
   Effect.tryPromise({

@@ -4,8 +4,6 @@
  *
  * It takes the `Outbox` tag as an argument and imports only types from `Outbox.ts`, so the
  * public module depends on its implementation and never the other way round.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -25,16 +23,12 @@ import { layerDatabase } from "./sqlite.js"
 
 /**
  * The database file under the state directory.
- *
- * @since 0.1.0
  */
 export { DATABASE_FILE }
 
 /**
  * The outbox and its SQL client, for the outbox's own tests (pragmas, integrity). The
  * rest of the agent gets `layer`, which hides the client.
- *
- * @since 0.1.0
  */
 export const layerWithSql = <I>(tag: Context.Tag<I, OutboxService>) =>
   Layer.unwrapEffect(
@@ -64,8 +58,6 @@ export const layerWithSql = <I>(tag: Context.Tag<I, OutboxService>) =>
 /**
  * The outbox alone: the SQL client stays inside (another `SqlClient` of the application
  * is neither shadowed nor reachable through it).
- *
- * @since 0.1.0
  */
 export const layer = <I>(tag: Context.Tag<I, OutboxService>) =>
   Layer.map(layerWithSql(tag), (context) => Context.make(tag, Context.get(context, tag)))

@@ -10,8 +10,6 @@
  *
  * Every file is checked with the importer's own decoder before it is written, so what this
  * writes is exactly what `legacyImport.ts` (and the reference agent) reads.
- *
- * @since 0.1.0
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -35,8 +33,6 @@ const sanitise = (part: string) => part.replace(/[^A-Za-z0-9\-@.]/g, "_")
 
 /**
  * The reference agent's name for a queued event's file.
- *
- * @since 0.1.0
  */
 export const legacyFileName = (row: {
   readonly seq: number
@@ -52,8 +48,6 @@ const decodeFile = Schema.decode(Schema.parseJson(QueuedEvent))
 /**
  * The file's text for a row: the `QueuedEvent` the reference agent would have written
  * (pretty-printed, as serde_json's `to_vec_pretty`), or why it cannot be one.
- *
- * @since 0.1.0
  */
 export const legacyFileText = (row: typeof PendingRow.Type): Effect.Effect<string, string> =>
   Effect.gen(function*() {
@@ -76,8 +70,6 @@ export const legacyFileText = (row: typeof PendingRow.Type): Effect.Effect<strin
 
 /**
  * What one export did.
- *
- * @since 0.1.0
  */
 export interface ExportSummary {
   readonly directory: string
@@ -92,14 +84,12 @@ export interface ExportSummary {
 /**
  * Writes every pending row into `directory` (created, mode 0700) and removes it from the
  * outbox. A row that cannot be written in the reference's format is logged and kept.
- *
- * @since 0.1.0
  */
-export const exportLegacyQueue = (
+export const exportLegacyQueue: (
   sql: SqlClient.SqlClient,
   directory: string
-): Effect.Effect<ExportSummary, OutboxError> =>
-  Effect.gen(function*() {
+) => Effect.Effect<ExportSummary, OutboxError> = Effect.fn("Outbox.exportLegacyQueue")(
+  function*(sql: SqlClient.SqlClient, directory: string) {
     let afterId = 0
     let exported = 0
     let kept = 0
@@ -133,14 +123,13 @@ export const exportLegacyQueue = (
     }
     const counts = yield* selectCounts(sql).pipe(guard("export", "counting the dead letters"))
     return { directory, exported, kept, deadLetters: counts.deadLetters }
-  }).pipe(Effect.withSpan("Outbox.exportLegacyQueue"))
+  }
+)
 
 /**
  * Exports the outbox database `filename` (which must exist) into `directory`. A corrupt
  * database is an `OutboxError` and nothing is exported (the agent sets such a file aside
  * when it starts; an export must not guess).
- *
- * @since 0.1.0
  */
 export const exportOutboxFile = (filename: string, directory: string): Effect.Effect<ExportSummary, OutboxError> =>
   Effect.gen(function*() {

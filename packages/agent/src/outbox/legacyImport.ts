@@ -8,8 +8,6 @@
  * re-imports them on the next start, where `UNIQUE (rollout_id, seq)` makes the insert a
  * no-op. Files that do not decode are renamed `<name>.invalid` (kept for an operator, not
  * retried on every start); files that cannot be read are left as they are for the next start.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -26,8 +24,6 @@ import { insertPending } from "./store.js"
 /**
  * The reference agent's `QueuedEvent` (snake_case keys), with the consistency its writer
  * guarantees: the file's seq and kind are the payload's.
- *
- * @since 0.1.0
  */
 export const QueuedEvent = Schema.Struct({
   seq: U64,
@@ -48,15 +44,10 @@ export const QueuedEvent = Schema.Struct({
   })
 ).annotations({ identifier: "QueuedEvent" })
 
-/**
- * @since 0.1.0
- */
 export type QueuedEvent = typeof QueuedEvent.Type
 
 /**
  * The reference agent's queue directory under `stateDir`.
- *
- * @since 0.1.0
  */
 export const LEGACY_QUEUE_DIRECTORY = "outbound-queue"
 
@@ -85,8 +76,6 @@ const encodeEvent = Schema.encode(AgentEvent)
 
 /**
  * What one import did.
- *
- * @since 0.1.0
  */
 export interface ImportSummary {
   readonly imported: number
@@ -100,14 +89,14 @@ const nothing: ImportSummary = { imported: 0, alreadyPresent: 0, invalid: 0, unr
 /**
  * Imports `{stateDir}/outbound-queue/*.json`. Problems with the files are logged and
  * skipped; a failure of the outbox itself is an `OutboxError`.
- *
- * @since 0.1.0
  */
-export const importLegacyQueue = (
+export const importLegacyQueue: (
   sql: SqlClient.SqlClient,
   stateDir: string
-): Effect.Effect<ImportSummary, OutboxError, FileSystem.FileSystem | Path.Path> =>
-  Effect.gen(function*() {
+) => Effect.Effect<ImportSummary, OutboxError, FileSystem.FileSystem | Path.Path> = Effect.fn(
+  "Outbox.importLegacyQueue"
+)(
+  function*(sql: SqlClient.SqlClient, stateDir: string) {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const directory = path.join(stateDir, LEGACY_QUEUE_DIRECTORY)
@@ -199,4 +188,5 @@ export const importLegacyQueue = (
       Effect.annotateLogs({ directory, ...summary })
     )
     return summary
-  }).pipe(Effect.withSpan("Outbox.importLegacyQueue"))
+  }
+)

@@ -14,8 +14,6 @@
  * tie-break of "newest first") and one row per `(rollout_id, seq)`.
  *
  * Tables are STRICT so a wrong type is refused by SQLite instead of being stored.
- *
- * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
@@ -55,8 +53,6 @@ const createTables = Effect.gen(function*() {
 /**
  * The migrations, keyed `<id>_<name>` as `Migrator.fromRecord` expects. Append only: a
  * released migration is never edited.
- *
- * @since 0.1.0
  */
 export const migrations: Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>> = {
   "0001_create_outbox": createTables

@@ -1,7 +1,5 @@
 /**
  * The `OutboxService` over an open, migrated SQLite client.
- *
- * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { AgentEvent } from "@nixfleet/proto"
@@ -46,8 +44,6 @@ const annotations = (entry: OutboxEntry) => ({ rolloutId: entry.rolloutId, seq: 
 /**
  * Builds the service. Rows left by a previous run are announced to the sender once, so it
  * does not wait for the next enqueue to deliver them.
- *
- * @since 0.1.0
  */
 export const make = (options: {
   readonly nonDurableCap: number

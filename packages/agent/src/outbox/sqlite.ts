@@ -7,8 +7,6 @@
  * rather than by `@effect/sql-sqlite-node` so that the durable enqueue can run its prepared
  * statement on that connection directly: the client's statement path (span, scope, lock,
  * statement cache) costs more than SQLite's own insert, and the enqueue runs once per event.
- *
- * @since 0.1.0
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Migrator from "@effect/sql/Migrator"
@@ -29,15 +27,11 @@ import { migrations } from "./migrations.js"
 /**
  * How long a statement waits for a lock held by another connection (an operator's
  * `sqlite3` shell, a backup) before failing with SQLITE_BUSY.
- *
- * @since 0.1.0
  */
 export const BUSY_TIMEOUT_MS = 5_000
 
 /**
  * What a check of the file found.
- *
- * @since 0.1.0
  */
 export type FileHealth =
   | { readonly _tag: "Healthy" }
@@ -55,8 +49,6 @@ const isCorruption = (error: unknown): error is Error & { readonly code: string 
  * when it closes: evidence an operator may need). "file is not a database" and SQLITE_CORRUPT* errors mean
  * `Corrupt`; any other error (permissions, I/O, a lock) is an `OutboxError`, so a
  * transient problem never makes the caller move a good database aside.
- *
- * @since 0.1.0
  */
 export const checkFile = (
   filename: string,
@@ -86,8 +78,6 @@ export const checkFile = (
 
 /**
  * The connection's own statements, next to its `SqlClient`.
- *
- * @since 0.1.0
  */
 export interface OutboxDatabaseService {
   /**
@@ -99,9 +89,6 @@ export interface OutboxDatabaseService {
   readonly autocommit: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<unknown>, SqlError>
 }
 
-/**
- * @since 0.1.0
- */
 export class OutboxDatabase extends Context.Tag("@nixfleet/agent/OutboxDatabase")<
   OutboxDatabase,
   OutboxDatabaseService
@@ -220,8 +207,6 @@ const layerConnection = (filename: string) =>
  * lost on power failure: an acknowledged enqueue must survive it), a busy timeout, and the
  * migrations applied. The client has a single connection, so per-connection pragmas set
  * once hold for every later statement.
- *
- * @since 0.1.0
  */
 export const layerDatabase = (filename: string) =>
   Layer.effectDiscard(Migrator.make({})({ loader: Migrator.fromRecord(migrations) })).pipe(

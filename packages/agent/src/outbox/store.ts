@@ -1,14 +1,13 @@
 /**
  * The outbox's SQL statements and the schemas that decode its rows (snake_case columns,
  * 0/1 booleans and Unix milliseconds in SQLite; the `Outbox.ts` shapes in memory).
- *
- * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import type { OutboxRow } from "./Outbox.js"
 
 const SqliteBoolean = Schema.transform(Schema.Literal(0, 1), Schema.Boolean, {
   strict: true,
@@ -21,8 +20,6 @@ const column = <S extends Schema.Schema.Any>(schema: S, key: string) =>
 
 /**
  * A row of `outbox`.
- *
- * @since 0.1.0
  */
 export const PendingRow = Schema.Struct({
   id: Schema.Int,
@@ -39,8 +36,6 @@ export const PendingRow = Schema.Struct({
 
 /**
  * A row of `outbox_dead_letter`.
- *
- * @since 0.1.0
  */
 export const DeadLetterRow = Schema.Struct({
   rolloutId: column(Schema.String, "rollout_id"),
@@ -62,32 +57,20 @@ const count = (rows: ReadonlyArray<unknown>) => Effect.map(decodeRows(Count)(row
 
 /**
  * What is inserted: the identifying columns and the wire JSON of the event.
- *
- * @since 0.1.0
  */
-export interface NewRow {
-  readonly rolloutId: string
-  readonly seq: number
-  readonly hostname: string
-  readonly kind: string
-  readonly durable: boolean
-  readonly body: string
+export interface NewRow extends Pick<OutboxRow, "rolloutId" | "seq" | "hostname" | "kind" | "durable" | "body"> {
   readonly createdAtMillis: number
 }
 
 /**
  * The enqueue statement, as one constant text: every enqueue runs it, and a template would
  * be compiled again on each (a third of the client's cost per statement, measured).
- *
- * @since 0.1.0
  */
 export const INSERT_PENDING = "INSERT INTO outbox (rollout_id, seq, hostname, kind, durable, body, created_at) " +
   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rollout_id, seq) DO NOTHING RETURNING id"
 
 /**
  * Inserts a pending row unless `(rollout_id, seq)` is taken; `true` when inserted.
- *
- * @since 0.1.0
  */
 export const insertPending = (sql: SqlClient.SqlClient, row: NewRow): Effect.Effect<boolean, SqlError> =>
   // Parameters bound by SQLite, as a template's are.
@@ -95,8 +78,6 @@ export const insertPending = (sql: SqlClient.SqlClient, row: NewRow): Effect.Eff
 
 /**
  * The parameters of `INSERT_PENDING`, in its order.
- *
- * @since 0.1.0
  */
 export const insertParams = (row: NewRow): ReadonlyArray<unknown> => [
   row.rolloutId,
@@ -111,8 +92,6 @@ export const insertParams = (row: NewRow): ReadonlyArray<unknown> => [
 /**
  * Deletes the oldest non-durable rows beyond the newest `cap`; returns how many. The
  * OFFSET walk runs on the partial index and stops after `cap` entries.
- *
- * @since 0.1.0
  */
 export const trimNonDurable = (sql: SqlClient.SqlClient, cap: number): Effect.Effect<number, SqlError> =>
   Effect.map(
@@ -125,8 +104,6 @@ export const trimNonDurable = (sql: SqlClient.SqlClient, cap: number): Effect.Ef
 
 /**
  * The oldest `limit` pending rows, in insertion order.
- *
- * @since 0.1.0
  */
 export const selectHead = (
   sql: SqlClient.SqlClient,
@@ -141,8 +118,6 @@ export const selectHead = (
 /**
  * Up to `limit` pending rows whose id is above `afterId`, in insertion order: a walk over
  * the whole table one page at a time.
- *
- * @since 0.1.0
  */
 export const selectPendingAfter = (
   sql: SqlClient.SqlClient,
@@ -158,8 +133,6 @@ export const selectPendingAfter = (
 /**
  * The highest seq of a rollout among the pending rows and the dead letters, 0 when it has
  * none (both tables' `(rollout_id, seq)` indexes answer it).
- *
- * @since 0.1.0
  */
 export const selectMaxSeq = (
   sql: SqlClient.SqlClient,
@@ -173,25 +146,17 @@ export const selectMaxSeq = (
     count
   )
 
-/**
- * @since 0.1.0
- */
 export const deletePending = (sql: SqlClient.SqlClient, id: number): Effect.Effect<void, SqlError> =>
   Effect.asVoid(sql`DELETE FROM outbox WHERE id = ${id}`)
 
 /**
  * Deletes several pending rows in one statement (one commit, one fsync).
- *
- * @since 0.1.0
  */
 export const deletePendingMany = (
   sql: SqlClient.SqlClient,
   ids: ReadonlyArray<number>
 ): Effect.Effect<void, SqlError> => Effect.asVoid(sql`DELETE FROM outbox WHERE ${sql.in("id", ids)}`)
 
-/**
- * @since 0.1.0
- */
 export const countFailure = (sql: SqlClient.SqlClient, id: number, reason: string): Effect.Effect<void, SqlError> =>
   Effect.asVoid(sql`UPDATE outbox SET attempts = attempts + 1, last_error = ${reason} WHERE id = ${id}`)
 
@@ -200,8 +165,6 @@ export const countFailure = (sql: SqlClient.SqlClient, id: number, reason: strin
  * `(rollout_id, seq)` replaces the first: the latest reason is what an operator needs)
  * and deletes it. Returns the moved row's key, or `undefined` when `id` is not pending.
  * Run it in a transaction.
- *
- * @since 0.1.0
  */
 export const moveToDeadLetters = (
   sql: SqlClient.SqlClient,
@@ -228,8 +191,6 @@ export const moveToDeadLetters = (
 
 /**
  * Pending rows of one rollout (served by the `(rollout_id, seq)` index) or of all.
- *
- * @since 0.1.0
  */
 export const countPending = (
   sql: SqlClient.SqlClient,
@@ -244,8 +205,6 @@ export const countPending = (
 
 /**
  * The most recent `limit` dead letters, newest first.
- *
- * @since 0.1.0
  */
 export const selectDeadLetters = (
   sql: SqlClient.SqlClient,
@@ -259,8 +218,6 @@ export const selectDeadLetters = (
 
 /**
  * The counters of `stats` (all but the in-memory drop count), in one read.
- *
- * @since 0.1.0
  */
 export const selectCounts = (
   sql: SqlClient.SqlClient

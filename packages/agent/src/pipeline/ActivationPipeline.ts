@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import type * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -80,25 +81,38 @@ export class SignatureMismatch extends Data.TaggedError("SignatureMismatch")<{
   }
 }
 
+/** What a failed step carries: its phase and the failing command's own code, if any. */
+type StepFailure = {
+  readonly phase: string
+  readonly subprocessExitCode: number | null
+  readonly detail: string
+}
+
+/**
+ * The one definition of `SwitchFailed` and `RollbackFailed`, which differ only in their tag
+ * and in the work `action` names in the message.
+ */
+const StepFailed = <Tag extends string>(
+  tag: Tag,
+  action: string
+): new(args: StepFailure) => Cause.YieldableError & StepFailure & { readonly _tag: Tag; readonly exitCode: number } =>
+  class extends Data.TaggedError(tag)<StepFailure> {
+    /** A code of 0 is not success here (a collected unit reads as 0): it reports -1. */
+    get exitCode(): number {
+      return this.subprocessExitCode === null || this.subprocessExitCode === 0 ? -1 : this.subprocessExitCode
+    }
+    override get message(): string {
+      return `${action} failed at phase ${this.phase}`
+    }
+  }
+
 /**
  * A step after realise failed; `subprocessExitCode` is the failing command's own code when
  * it has one, and becomes the reported exit code (else -1).
  *
  * @since 0.1.0
  */
-export class SwitchFailed extends Data.TaggedError("SwitchFailed")<{
-  readonly phase: string
-  readonly subprocessExitCode: number | null
-  readonly detail: string
-}> {
-  /** A code of 0 is not success here (a collected unit reads as 0): it reports -1. */
-  get exitCode(): number {
-    return this.subprocessExitCode === null || this.subprocessExitCode === 0 ? -1 : this.subprocessExitCode
-  }
-  override get message(): string {
-    return `switch failed at phase ${this.phase}`
-  }
-}
+export class SwitchFailed extends StepFailed("SwitchFailed", "switch") {}
 
 /**
  * After the switch the current-system link names a third closure, neither the target nor
@@ -118,23 +132,11 @@ export class VerifyMismatch extends Data.TaggedError("VerifyMismatch")<{
 }
 
 /**
- * A rollback step failed.
+ * A rollback step failed; its exit code is reckoned as `SwitchFailed`'s.
  *
  * @since 0.1.0
  */
-export class RollbackFailed extends Data.TaggedError("RollbackFailed")<{
-  readonly phase: string
-  readonly subprocessExitCode: number | null
-  readonly detail: string
-}> {
-  /** A code of 0 is not success here (a collected unit reads as 0): it reports -1. */
-  get exitCode(): number {
-    return this.subprocessExitCode === null || this.subprocessExitCode === 0 ? -1 : this.subprocessExitCode
-  }
-  override get message(): string {
-    return `rollback failed at phase ${this.phase}`
-  }
-}
+export class RollbackFailed extends StepFailed("RollbackFailed", "rollback") {}
 
 /**
  * Anything else the pipeline could not do (a spawn or I/O error): exit class -1.

@@ -19,24 +19,23 @@ import { ClosureName } from "@nixfleet/proto"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import { PipelineConfig } from "../config/PipelineConfig.js"
+import { annotateSpanAndLogs } from "../support/annotate.js"
 import { readClosure } from "../support/closureLinks.js"
 import { run } from "../support/subprocess.js"
 import {
-  type ActivationError,
   ActivationPipeline,
-  type ActivationSuccess,
+  type ActivationPipelineService,
   PipelineError,
   RealiseFailed,
-  type RollbackError,
   RollbackFailed,
-  type RolledBack,
   SwitchFailed,
   VerifyMismatch
 } from "./ActivationPipeline.js"
-import { fire, type FiredSwitch, installBootEntry, type SwitchUnit } from "./phases/Fire.js"
+import { fire, type FiredSwitch, type FireFailed, installBootEntry, type SwitchUnit } from "./phases/Fire.js"
 import { detectInhibitor } from "./phases/Inhibitors.js"
 import { checkSwitchLock } from "./phases/Lock.js"
 import { profileTarget, rollbackGeneration, selfCorrectProfile, setProfile } from "./phases/Profile.js"
@@ -44,6 +43,26 @@ import { realise } from "./phases/Realise.js"
 import { verify } from "./phases/Verify.js"
 
 const isClosureName = Schema.is(ClosureName)
+
+/** The fields of a step's failure, as `SwitchFailed` and `RollbackFailed` take them. */
+type StepFailure = ConstructorParameters<typeof SwitchFailed>[0]
+
+const fromFireFailed = (error: FireFailed): StepFailure => ({
+  phase: error.phase,
+  subprocessExitCode: error.exitCode,
+  detail: error.detail
+})
+
+/**
+ * What a fired switch that did not land becomes: the link shows a third closure, the switch
+ * ended without the flip, or the verify budget ran out (with the switch's status as far as
+ * it can be read). Each carries what the link last showed.
+ */
+interface Unlanded<E> {
+  readonly flipped: (observed: string) => E
+  readonly ended: (exitCode: number | null, lastObserved: string) => E
+  readonly timedOut: (exitCode: number | null, lastObserved: string) => E
+}
 
 type Platform = FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
 
@@ -69,14 +88,58 @@ export const make = Effect.gen(function*() {
       ? Effect.void
       : Effect.fail(onInvalid(`${JSON.stringify(closure)} is not a Nix store basename`))
 
-  const fireSwitch = (unit: SwitchUnit, target: string) =>
-    Effect.tap(
-      fire({ method: config.switchMethod, unit, storePath: storePath(target), stateDir: config.stateDir }),
-      (fired) => Ref.set(lastFired, fired)
+  /**
+   * Fires the switch of `unit` to `target` and waits for the link to hold it. `failed` makes
+   * the caller's error of a step that failed; `unlanded`, of a switch that did not land.
+   */
+  const switchTo = <E>(
+    unit: SwitchUnit,
+    target: string,
+    previous: string | null,
+    failed: (step: StepFailure) => E,
+    unlanded: Unlanded<E>
+  ) =>
+    Effect.gen(function*() {
+      const fired = yield* fire({
+        method: config.switchMethod,
+        unit,
+        storePath: storePath(target),
+        stateDir: config.stateDir
+      }).pipe(
+        Effect.tap((fired) => Ref.set(lastFired, fired)),
+        Effect.mapError((error) => failed(fromFireFailed(error)))
+      )
+      const outcome = yield* verify({
+        link: config.currentSystemPath,
+        expected: target,
+        previous,
+        budget,
+        ended: fired.ended
+      })
+      switch (outcome._tag) {
+        case "Settled":
+          return
+        case "Flipped":
+          return yield* Effect.fail(unlanded.flipped(outcome.observed))
+        case "Ended":
+          return yield* Effect.fail(unlanded.ended(outcome.exitCode, outcome.lastObserved))
+        case "Timeout":
+          return yield* Effect.fail(unlanded.timedOut(yield* fired.exitStatus, outcome.lastObserved))
+      }
+    })
+
+  /**
+   * Around `activate` and `rollback`: the closure on their span and log lines, a defect as a
+   * `PipelineError` of `op` (a caller never sees the pipeline die), the platform provided.
+   */
+  const entryPoint = <A, E>(op: "activate" | "rollback", effect: Effect.Effect<A, E, Platform>, closure: string) =>
+    annotateSpanAndLogs(effect, { closure }).pipe(
+      Effect.catchAllDefect((defect) => Effect.fail(new PipelineError({ phase: op, detail: String(defect) }))),
+      Effect.provide(context)
     )
 
-  const activate = (target: string): Effect.Effect<ActivationSuccess, ActivationError> =>
-    Effect.gen(function*() {
+  const activate: ActivationPipelineService["activate"] = Effect.fn("ActivationPipeline.activate")(
+    function*(target: string) {
       yield* validate(target, (reason) => new RealiseFailed({ phase: "validate", reason }))
       yield* Effect.logInfo("activating")
       yield* checkSwitchLock(config.switchLockPath).pipe(Effect.annotateLogs("phase", "lock"))
@@ -122,60 +185,47 @@ export const make = Effect.gen(function*() {
         if (component !== null) {
           yield* Effect.logWarning(`deferring the live switch: ${component} changes, which needs a reboot`)
           yield* installBootEntry(target_, config.switchMethod).pipe(
-            Effect.mapError((error) =>
-              new SwitchFailed({ phase: error.phase, subprocessExitCode: error.exitCode, detail: error.detail })
-            )
+            Effect.mapError((error) => new SwitchFailed(fromFireFailed(error)))
           )
           return { _tag: "DeferredPendingReboot", closure: target, component } as const
         }
-        const fired = yield* fireSwitch("nixfleet-switch", target).pipe(
-          Effect.mapError((error) =>
-            new SwitchFailed({ phase: error.phase, subprocessExitCode: error.exitCode, detail: error.detail })
-          )
-        )
-        const outcome = yield* verify({
-          link: config.currentSystemPath,
-          expected: target,
+        yield* switchTo<SwitchFailed | VerifyMismatch>(
+          "nixfleet-switch",
+          target,
           previous,
-          budget,
-          ended: fired.ended
-        })
-        switch (outcome._tag) {
-          case "Settled":
-            yield* selfCorrectProfile(config.systemProfile, target_)
-            return { _tag: "FiredAndPolled", closure: target } as const
-          case "Flipped":
-            return yield* new VerifyMismatch({ expected: target, actual: outcome.observed })
-          case "Ended":
-            return yield* new SwitchFailed({
-              phase: "switch-exited",
-              subprocessExitCode: outcome.exitCode,
-              detail: `the switch ended without the flip; ${config.currentSystemPath} is ${outcome.lastObserved}`
-            })
-          case "Timeout":
-            return yield* new SwitchFailed({
-              phase: "switch-poll-timeout",
-              subprocessExitCode: yield* fired.exitStatus,
-              detail: `no flip within ${
-                Duration.format(budget)
-              }; ${config.currentSystemPath} is ${outcome.lastObserved}`
-            })
-        }
+          (step) => new SwitchFailed(step),
+          {
+            flipped: (observed) => new VerifyMismatch({ expected: target, actual: observed }),
+            ended: (exitCode, observed) =>
+              new SwitchFailed({
+                phase: "switch-exited",
+                subprocessExitCode: exitCode,
+                detail: `the switch ended without the flip; ${config.currentSystemPath} is ${observed}`
+              }),
+            timedOut: (exitCode, observed) =>
+              new SwitchFailed({
+                phase: "switch-poll-timeout",
+                subprocessExitCode: exitCode,
+                detail: `no flip within ${Duration.format(budget)}; ${config.currentSystemPath} is ${observed}`
+              })
+          }
+        )
+        yield* selfCorrectProfile(config.systemProfile, target_)
+        return { _tag: "FiredAndPolled", closure: target } as const
       }).pipe(
         // On success the root is already gone: dropped once the profile held the closure.
         Effect.onError(() => dropRoot)
       )
-    }).pipe(
-      Effect.catchAllDefect((defect) => Effect.fail(new PipelineError({ phase: "activate", detail: String(defect) }))),
-      Effect.provide(context),
-      Effect.annotateLogs({ closure: target }),
-      Effect.withSpan("ActivationPipeline.activate", { attributes: { closure: target } })
-    )
+    },
+    (effect, target) => entryPoint("activate", effect, target)
+  )
 
-  const rollback = (closure: string): Effect.Effect<RolledBack, RollbackError> =>
-    Effect.gen(function*() {
-      yield* validate(closure, (reason) =>
-        new RollbackFailed({ phase: "validate", subprocessExitCode: null, detail: reason }))
+  const rollback: ActivationPipelineService["rollback"] = Effect.fn("ActivationPipeline.rollback")(
+    function*(closure: string) {
+      yield* validate(
+        closure,
+        (reason) => new RollbackFailed({ phase: "validate", subprocessExitCode: null, detail: reason })
+      )
       yield* Effect.logWarning("rolling back")
       // A forward switch that is still running (it hung) must not land after the rollback.
       const stuck = yield* Ref.getAndSet(lastFired, null)
@@ -187,9 +237,7 @@ export const make = Effect.gen(function*() {
         timeout: "60 seconds",
         children: "nix"
       }).pipe(
-        Effect.map((done) =>
-          done.exitCode === 0
-        ),
+        Effect.map((done) => done.exitCode === 0),
         Effect.orElseSucceed(() => false)
       )
       let target = closure
@@ -231,46 +279,22 @@ export const make = Effect.gen(function*() {
       }
       // The switch binary is the rollback target's own, never the running system's (that one
       // would switch to itself and leave the broken services down).
-      const fired = yield* fireSwitch("nixfleet-rollback", target).pipe(
-        Effect.mapError((error) =>
-          new RollbackFailed({ phase: error.phase, subprocessExitCode: error.exitCode, detail: error.detail })
-        )
-      )
-      const outcome = yield* verify({
-        link: config.currentSystemPath,
-        expected: target,
-        previous: previous._tag === "Some" ? previous.value : null,
-        budget,
-        ended: fired.ended
-      })
-      switch (outcome._tag) {
-        case "Settled":
-          return { _tag: "RolledBack", revertedToClosure: target, fallback } as const
-        case "Flipped":
-          return yield* new RollbackFailed({
+      yield* switchTo("nixfleet-rollback", target, Option.getOrNull(previous), (step) => new RollbackFailed(step), {
+        flipped: (observed) =>
+          new RollbackFailed({
             phase: "rollback-verify-mismatch",
             subprocessExitCode: null,
-            detail: `expected=${target} actual=${outcome.observed}`
-          })
-        case "Ended":
-          return yield* new RollbackFailed({
-            phase: "switch-exited",
-            subprocessExitCode: outcome.exitCode,
-            detail: outcome.lastObserved
-          })
-        case "Timeout":
-          return yield* new RollbackFailed({
-            phase: "rollback-poll-timeout",
-            subprocessExitCode: yield* fired.exitStatus,
-            detail: outcome.lastObserved
-          })
-      }
-    }).pipe(
-      Effect.catchAllDefect((defect) => Effect.fail(new PipelineError({ phase: "rollback", detail: String(defect) }))),
-      Effect.provide(context),
-      Effect.annotateLogs({ closure }),
-      Effect.withSpan("ActivationPipeline.rollback", { attributes: { closure } })
-    )
+            detail: `expected=${target} actual=${observed}`
+          }),
+        ended: (exitCode, observed) =>
+          new RollbackFailed({ phase: "switch-exited", subprocessExitCode: exitCode, detail: observed }),
+        timedOut: (exitCode, observed) =>
+          new RollbackFailed({ phase: "rollback-poll-timeout", subprocessExitCode: exitCode, detail: observed })
+      })
+      return { _tag: "RolledBack", revertedToClosure: target, fallback } as const
+    },
+    (effect, closure) => entryPoint("rollback", effect, closure)
+  )
 
   return ActivationPipeline.of({ activate, rollback })
 })

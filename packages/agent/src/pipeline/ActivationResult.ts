@@ -1,17 +1,12 @@
 /**
  * The one-line JSON result `activate` and `rollback` print last on stdout, and the process
  * exit status that goes with it.
- *
- * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type { ActivationError, ActivationSuccess, RollbackError, RolledBack } from "./ActivationPipeline.js"
 
-/**
- * @since 0.1.0
- */
 export interface ActivationResult {
   readonly outcome:
     | "FiredAndPolled"
@@ -31,8 +26,6 @@ export interface ActivationResult {
 /**
  * Exit statuses: 0 done, 10 deferred to the next reboot, 2 signature refused (class -2),
  * 3 third closure after the switch (class -3), 1 anything else; 64 is bad arguments.
- *
- * @since 0.1.0
  */
 export const processStatus = (result: ActivationResult): number => {
   switch (result.outcome) {
@@ -49,7 +42,6 @@ export const processStatus = (result: ActivationResult): number => {
   }
 }
 
-/** @since 0.1.0 */
 export const EXIT_BAD_ARGUMENTS = 64
 
 const defect = (closure: string, cause: Cause.Cause<unknown>): ActivationResult => ({
@@ -60,9 +52,6 @@ const defect = (closure: string, cause: Cause.Cause<unknown>): ActivationResult 
   detail: Cause.pretty(cause).split("\n")[0] ?? "unexpected error"
 })
 
-/**
- * @since 0.1.0
- */
 export const activationResult = (
   closure: string,
   exit: Exit.Exit<ActivationSuccess, ActivationError>
@@ -84,9 +73,6 @@ export const activationResult = (
   return { outcome: error._tag, exitCode: error.exitCode, phase: error.phase, closure, detail: error.message }
 }
 
-/**
- * @since 0.1.0
- */
 export const rollbackResult = (closure: string, exit: Exit.Exit<RolledBack, RollbackError>): ActivationResult => {
   if (Exit.isSuccess(exit)) {
     return {

@@ -23,15 +23,10 @@ import * as Schema from "effect/Schema"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { pipelineConfig, systemProfileConfig } from "../config/PipelineConfig.js"
 import { ACTIVATION_TEST_MODE, switchGate } from "../config/testGates.js"
-import {
-  type ActivationError,
-  ActivationPipeline,
-  type ActivationSuccess,
-  type RollbackError,
-  type RolledBack
-} from "../pipeline/ActivationPipeline.js"
+import { type ActivationError, ActivationPipeline, type ActivationSuccess } from "../pipeline/ActivationPipeline.js"
 import { activationResult, rollbackResult } from "../pipeline/ActivationResult.js"
 import { profileGenerations, selfCorrectProfile } from "../pipeline/phases/Profile.js"
+import { annotateSpanAndLogs } from "../support/annotate.js"
 import { readClosure } from "../support/closureLinks.js"
 import { HostLedger } from "./HostLedger.js"
 import { Reducer } from "./Reducer.js"
@@ -98,6 +93,44 @@ const measure = (rollback: boolean, outcome: string, startedAt: number | null) =
     }
   })
 
+/** Runs one pipeline call, counted and timed under the outcome its command prints. */
+const measured = <A, E>(rollback: boolean, call: Effect.Effect<A, E>, outcome: (exit: Exit.Exit<A, E>) => string) =>
+  Effect.gen(function*() {
+    const startedAt = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(call)
+    yield* measure(rollback, outcome(exit), startedAt)
+    return exit
+  })
+
+/** The Local events the worker reports (seq 0: the reducer numbers them), at `at`. */
+const activationStarted = (at: Date): LocalEvent => ({
+  _tag: "LocalActivationStarted",
+  startedAt: at,
+  switchMethod: SWITCH_METHOD,
+  seq: 0
+})
+const activationCompleted = (closure: string, at: Date): LocalEvent => ({
+  _tag: "LocalActivationCompleted",
+  observedCurrentClosure: closure,
+  exitCode: 0,
+  completedAt: at,
+  seq: 0
+})
+const rollbackCompleted = (closure: string, at: Date): LocalEvent => ({
+  _tag: "LocalRollbackCompleted",
+  revertedToClosure: closure,
+  exitCode: 0,
+  completedAt: at,
+  seq: 0
+})
+const activationFailed = (exitCode: number, stderrTail: string, at: Date): LocalEvent => ({
+  _tag: "LocalActivationFailed",
+  exitCode,
+  stderrTail,
+  failedAt: at,
+  seq: 0
+})
+
 /**
  * The event that reports a forward activation's outcome (spec activation-pipeline §1.8).
  *
@@ -109,32 +142,13 @@ export const activationEvent = (
 ): LocalEvent => {
   if (Exit.isSuccess(exit)) {
     return exit.value._tag === "FiredAndPolled"
-      ? {
-        _tag: "LocalActivationCompleted",
-        observedCurrentClosure: exit.value.closure,
-        exitCode: 0,
-        completedAt: at,
-        seq: 0
-      }
+      ? activationCompleted(exit.value.closure, at)
       : { _tag: "LocalActivationDeferred", component: exit.value.component, deferredAt: at, seq: 0 }
   }
   const failure = Cause.failureOption(exit.cause)
-  if (Option.isSome(failure)) {
-    return {
-      _tag: "LocalActivationFailed",
-      exitCode: failure.value.exitCode,
-      stderrTail: failure.value.message,
-      failedAt: at,
-      seq: 0
-    }
-  }
-  return {
-    _tag: "LocalActivationFailed",
-    exitCode: -1,
-    stderrTail: `activation pipeline error: ${Cause.pretty(exit.cause)}`.slice(0, 4096),
-    failedAt: at,
-    seq: 0
-  }
+  return Option.isSome(failure)
+    ? activationFailed(failure.value.exitCode, failure.value.message, at)
+    : activationFailed(-1, `activation pipeline error: ${Cause.pretty(exit.cause)}`.slice(0, 4096), at)
 }
 
 /**
@@ -180,32 +194,18 @@ const runForward = (intent: ActivationIntent, reportStarted: boolean) =>
   Effect.gen(function*() {
     const pipeline = yield* ActivationPipeline
     const send = sendFor(intent)
-    if (reportStarted) {
-      yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
-    }
-    if (yield* testModeReported(false)) {
-      return yield* send({
-        _tag: "LocalActivationCompleted",
-        observedCurrentClosure: intent.closure,
-        exitCode: 0,
-        completedAt: yield* now,
-        seq: 0
-      })
-    }
+    if (reportStarted) yield* send(activationStarted(yield* now))
+    if (yield* testModeReported(false)) return yield* send(activationCompleted(intent.closure, yield* now))
     const detail = notAClosure(intent.closure, "activate")
     if (detail !== null) {
       yield* Effect.logError(detail)
-      return yield* send({
-        _tag: "LocalActivationFailed",
-        exitCode: -1,
-        stderrTail: detail,
-        failedAt: yield* now,
-        seq: 0
-      })
+      return yield* send(activationFailed(-1, detail, yield* now))
     }
-    const startedAt = yield* Clock.currentTimeMillis
-    const exit = yield* Effect.exit(pipeline.activate(intent.closure))
-    yield* measure(false, activationResult(intent.closure, exit).outcome, startedAt)
+    const exit = yield* measured(
+      false,
+      pipeline.activate(intent.closure),
+      (exit) => activationResult(intent.closure, exit).outcome
+    )
     const event = activationEvent(exit, yield* now)
     if (event._tag === "LocalActivationFailed") {
       yield* Effect.logError(`activation failed: ${event.stderrTail}`).pipe(
@@ -239,34 +239,22 @@ const runRollback = (intent: ActivationIntent) =>
       yield* Effect.logError(refusal)
       return yield* rollbackGaveUp(intent)
     }
-    if (yield* testModeReported(true)) {
-      return yield* send({
-        _tag: "LocalRollbackCompleted",
-        revertedToClosure: intent.closure,
-        exitCode: 0,
-        completedAt: yield* now,
-        seq: 0
-      })
-    }
+    if (yield* testModeReported(true)) return yield* send(rollbackCompleted(intent.closure, yield* now))
     const detail = notAClosure(intent.closure, "roll back to")
     if (detail !== null) {
       yield* Effect.logError(detail)
       return yield* rollbackGaveUp(intent)
     }
-    const startedAt = yield* Clock.currentTimeMillis
-    const exit: Exit.Exit<RolledBack, RollbackError> = yield* Effect.exit(pipeline.rollback(intent.closure))
-    yield* measure(true, rollbackResult(intent.closure, exit).outcome, startedAt)
+    const exit = yield* measured(
+      true,
+      pipeline.rollback(intent.closure),
+      (exit) => rollbackResult(intent.closure, exit).outcome
+    )
     if (Exit.isSuccess(exit)) {
       if (exit.value.fallback !== null) {
         yield* Effect.logWarning(`rollback closure missing; used ${exit.value.fallback}`)
       }
-      return yield* send({
-        _tag: "LocalRollbackCompleted",
-        revertedToClosure: exit.value.revertedToClosure,
-        exitCode: 0,
-        completedAt: yield* now,
-        seq: 0
-      })
+      return yield* send(rollbackCompleted(exit.value.revertedToClosure, yield* now))
     }
     // Failed accepts no other event: the host stays Failed, and the operator must know.
     const failure = Cause.failureOption(exit.cause)
@@ -321,17 +309,9 @@ const runResume = Effect.fn("ActivationWorker.resume")(function*(intent: Activat
     case "Complete": {
       // The switch ran and the link holds the target: what verify would have seen.
       yield* selfCorrectProfile(config.systemProfile, `${config.storeDir}/${target}`)
-      if (!started) {
-        yield* send({ _tag: "LocalActivationStarted", startedAt: yield* now, switchMethod: SWITCH_METHOD, seq: 0 })
-      }
+      if (!started) yield* send(activationStarted(yield* now))
       yield* measure(false, "resumed", null)
-      return yield* send({
-        _tag: "LocalActivationCompleted",
-        observedCurrentClosure: target,
-        exitCode: 0,
-        completedAt: yield* now,
-        seq: 0
-      })
+      return yield* send(activationCompleted(target, yield* now))
     }
     case "Rerun":
       return yield* runForward(intent, !started)
@@ -339,26 +319,14 @@ const runResume = Effect.fn("ActivationWorker.resume")(function*(intent: Activat
       // The run may have died before or after the profile went back: it must boot what runs.
       yield* selfCorrectProfile(config.systemProfile, `${config.storeDir}/${intent.closure}`)
       yield* measure(true, "resumed", null)
-      return yield* send({
-        _tag: "LocalRollbackCompleted",
-        revertedToClosure: intent.closure,
-        exitCode: 0,
-        completedAt: yield* now,
-        seq: 0
-      })
+      return yield* send(rollbackCompleted(intent.closure, yield* now))
     case "RollbackAgain":
       return yield* runRollback(intent)
     case "Unknown":
       yield* Effect.logError(decision.reason)
       if (intent.rollback) return yield* rollbackGaveUp(intent)
       // The rollback, if the policy asks for one, goes to the ledger's closure (checked as always).
-      return yield* send({
-        _tag: "LocalActivationFailed",
-        exitCode: -1,
-        stderrTail: decision.reason,
-        failedAt: yield* now,
-        seq: 0
-      })
+      return yield* send(activationFailed(-1, decision.reason, yield* now))
   }
 }, (effect) =>
   Effect.catchAll(
@@ -366,13 +334,12 @@ const runResume = Effect.fn("ActivationWorker.resume")(function*(intent: Activat
     (error) => Effect.logError(`cannot resume after a restart: ${error.message}; leaving the rollout as it is`)
   ))
 
-const runIntent = (intent: ActivationIntent) =>
-  (intent.resume === true ? runResume(intent) : intent.rollback ? runRollback(intent) : runForward(intent, true)).pipe(
-    Effect.annotateLogs({ rolloutId: intent.rolloutId, closure: intent.closure, rollback: intent.rollback }),
-    Effect.withSpan("ActivationWorker.intent", {
-      attributes: { rolloutId: intent.rolloutId, closure: intent.closure, rollback: intent.rollback }
-    })
-  )
+const runIntent = Effect.fn("ActivationWorker.intent")(
+  (intent: ActivationIntent) =>
+    intent.resume === true ? runResume(intent) : intent.rollback ? runRollback(intent) : runForward(intent, true),
+  (effect, intent) =>
+    annotateSpanAndLogs(effect, { rolloutId: intent.rolloutId, closure: intent.closure, rollback: intent.rollback })
+)
 
 /**
  * Forks the worker in the runtime's scope. A defect while handling an intent is logged and

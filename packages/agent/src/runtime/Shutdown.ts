@@ -27,28 +27,34 @@ export class Shutdown extends Context.Tag("@nixfleet/agent/Shutdown")<Shutdown, 
 export const requestShutdown = Effect.flatMap(Shutdown, (deferred) => Deferred.succeed(deferred, undefined))
 
 /**
- * Runs `handle` on every item `next` yields until shutdown. Waiting for the next item is
- * interrupted by shutdown; an item being handled is finished (the drain deadline of the
- * caller bounds it). `ready`, when given, returns an item that is available at once, so a
- * busy loop does not pay for a race per item.
+ * Runs `handle` on every item `next` yields until shutdown, with `pause` (when given) after
+ * each. Waiting for the next item and pausing are interrupted by shutdown; an item being
+ * handled is finished (the drain deadline of the caller bounds it). A worker whose whole
+ * round must end at shutdown makes the round its `next` and handles nothing.
  *
  * @since 0.1.0
  */
-export const untilShutdown = <A, E, R, R2>(
-  next: Effect.Effect<A, never, R>,
-  handle: (item: A) => Effect.Effect<void, E, R2>,
-  ready: Effect.Effect<Option.Option<A>, never, R> = Effect.succeedNone
-): Effect.Effect<void, E, R | R2 | Shutdown> =>
+export const untilShutdown = <A, B, E1, E2, R, R2, R3 = never>(
+  next: Effect.Effect<A, E1, R>,
+  handle: (item: A) => Effect.Effect<B, E2, R2>,
+  options: {
+    /** An item available at once, so that a busy loop does not pay for a race per item. */
+    readonly ready?: Effect.Effect<Option.Option<A>, never, R>
+    /** A wait after each handled item, from what `handle` returned (a poll interval, a wake-up). */
+    readonly pause?: (handled: B) => Effect.Effect<void, never, R3>
+  } = {}
+): Effect.Effect<void, E1 | E2, R | R2 | R3 | Shutdown> =>
   Effect.gen(function*() {
     const shutdown = yield* Shutdown
+    const orStop = <X, E, RX>(effect: Effect.Effect<X, E, RX>) =>
+      Effect.raceFirst(Effect.asSome(effect), Effect.as(Deferred.await(shutdown), Option.none<X>()))
+    const ready = options.ready ?? Effect.succeedNone
     while (!(yield* Deferred.isDone(shutdown))) {
       const available = yield* ready
-      const item = Option.isSome(available) ? available : yield* Effect.raceFirst(
-        Effect.map(next, Option.some),
-        Effect.as(Deferred.await(shutdown), Option.none<A>())
-      )
+      const item = Option.isSome(available) ? available : yield* orStop(next)
       if (Option.isNone(item)) return
-      yield* handle(item.value)
+      const handled = yield* handle(item.value)
+      if (options.pause !== undefined && Option.isNone(yield* orStop(options.pause(handled)))) return
     }
   })
 
@@ -60,4 +66,4 @@ export const untilShutdown = <A, E, R, R2>(
 export const drainUntilShutdown = <A, E, R>(
   queue: Queue.Dequeue<A>,
   handle: (item: A) => Effect.Effect<void, E, R>
-): Effect.Effect<void, E, R | Shutdown> => untilShutdown(Queue.take(queue), handle, Queue.poll(queue))
+): Effect.Effect<void, E, R | Shutdown> => untilShutdown(Queue.take(queue), handle, { ready: Queue.poll(queue) })

@@ -137,8 +137,8 @@ const WATCH_EVERY = Duration.millis(500)
  *
  * @internal
  */
-export const awaitSwitchEnd = (watch: SwitchWatch, budget: Duration.Duration) =>
-  Effect.gen(function*() {
+export const awaitSwitchEnd = Effect.fn("ActivationWorker.awaitSwitchEnd")(
+  function*(watch: SwitchWatch, budget: Duration.Duration) {
     const deadline = (yield* Effect.clockWith((clock) => clock.currentTimeMillis)) + Duration.toMillis(budget)
     let running = yield* switchStillRunning(watch)
     if (running === null) return null
@@ -153,7 +153,8 @@ export const awaitSwitchEnd = (watch: SwitchWatch, budget: Duration.Duration) =>
     }
     yield* Effect.logInfo("the switch fired before the restart has ended")
     return null
-  }).pipe(Effect.withSpan("ActivationWorker.awaitSwitchEnd"))
+  }
+)
 
 const stopSwitch = (watch: SwitchWatch) =>
   Effect.gen(function*() {

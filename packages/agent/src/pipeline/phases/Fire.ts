@@ -2,8 +2,6 @@
  * Firing the switch, detached from the agent so that an agent restart (or a switch that
  * restarts the agent) never kills it, and watching it so that a switch that dies is seen
  * at once instead of after the whole verify budget.
- *
- * @since 0.1.0
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -22,16 +20,12 @@ import { display, run } from "../../support/subprocess.js"
 /**
  * The transient units of the two switches (fixed names: operators and the reference agent
  * know them).
- *
- * @since 0.1.0
  */
 export type SwitchUnit = "nixfleet-switch" | "nixfleet-rollback"
 
 /**
  * The fire step failed before the switch ran: `phase` names the step, `exitCode` is the
  * failing command's code when it has one.
- *
- * @since 0.1.0
  */
 export class FireFailed extends Data.TaggedError("FireFailed")<{
   readonly phase: string
@@ -41,8 +35,6 @@ export class FireFailed extends Data.TaggedError("FireFailed")<{
 
 /**
  * A fired switch.
- *
- * @since 0.1.0
  */
 export interface FiredSwitch {
   /** Completes when the switch has ended, with its exit code (null when it cannot be known). */
@@ -59,8 +51,6 @@ export interface FiredSwitch {
  * pipe ties its output to the agent) and `--collect` so the unit does not linger. `--wait`
  * makes this client, not the switch, wait for the unit and report how it ended: the unit
  * runs in its own cgroup, and a client killed with the agent leaves it running.
- *
- * @since 0.1.0
  */
 export const systemdRunArgv = (unit: SwitchUnit, storePath: string): readonly [string, ...Array<string>] => [
   "systemd-run",
@@ -74,8 +64,6 @@ export const systemdRunArgv = (unit: SwitchUnit, storePath: string): readonly [s
 
 /**
  * What `systemctl show` says about a unit.
- *
- * @since 0.1.0
  */
 export interface UnitState {
   readonly loadState: string
@@ -85,13 +73,10 @@ export interface UnitState {
   readonly execMainStatus: number | null
 }
 
-/** @since 0.1.0 */
 export const UNIT_PROPERTIES = "LoadState,ActiveState,SubState,Result,ExecMainStatus"
 
 /**
  * Parses `systemctl show --property=LoadState,ActiveState,SubState,Result,ExecMainStatus`.
- *
- * @since 0.1.0
  */
 export const parseUnitState = (text: string): UnitState => {
   const fields = new Map<string, string>()
@@ -112,8 +97,6 @@ export const parseUnitState = (text: string): UnitState => {
 /**
  * Whether the unit's process has ended: it is inactive or failed, or it was collected
  * (`--collect` unloads it as soon as it ends). While it starts or runs, no.
- *
- * @since 0.1.0
  */
 export const unitEnded = (state: UnitState): boolean =>
   state.loadState === "not-found" || state.activeState === "inactive" || state.activeState === "failed"
@@ -122,8 +105,6 @@ export const unitEnded = (state: UnitState): boolean =>
  * The exit status to report for an ended unit: its main process's status if the unit is
  * still loaded, else unknown (a collected unit's status is gone, and `systemctl show`
  * then prints a default that must not be mistaken for success).
- *
- * @since 0.1.0
  */
 export const unitExitStatus = (state: UnitState): number | null =>
   state.loadState === "loaded" ? state.execMainStatus : null
@@ -138,8 +119,6 @@ const UNIT_POLL = "500 millis"
  * What `systemd-run --wait` prints about its unit: that it started it (`Running as unit:`)
  * and how its main process ended (`Main processes terminated with: code=exited/status=N`;
  * a signal gives a name, not a number).
- *
- * @since 0.1.0
  */
 export const parseSystemdRunOutput = (
   text: string
@@ -339,16 +318,14 @@ const spawnDetached = (argv: readonly [string, ...Array<string>], log: string, p
 
 /**
  * Fires `<storePath>/bin/switch-to-configuration switch` with the configured method.
- *
- * @since 0.1.0
  */
-export const fire = (args: {
-  readonly method: SwitchMethod
-  readonly unit: SwitchUnit
-  readonly storePath: string
-  readonly stateDir: string
-}) =>
-  Effect.gen(function*() {
+export const fire = Effect.fn("ActivationPipeline.fire")(
+  function*(args: {
+    readonly method: SwitchMethod
+    readonly unit: SwitchUnit
+    readonly storePath: string
+    readonly stateDir: string
+  }) {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const log = path.join(args.stateDir, "switch.log")
@@ -378,22 +355,21 @@ export const fire = (args: {
         return yield* spawnDetached([activate], log, "darwin-activate-spawn")
       }
     }
-  }).pipe(
-    // One line per switch, in the journal next to the rollout's others.
-    Effect.tap(() =>
-      Effect.logInfo("switch fired").pipe(Effect.annotateLogs({ method: args.method, unit: args.unit }))
+  },
+  // One line per switch, in the journal next to the rollout's others.
+  (effect, args) =>
+    Effect.tap(
+      effect,
+      () => Effect.logInfo("switch fired").pipe(Effect.annotateLogs({ method: args.method, unit: args.unit }))
     ),
-    Effect.withSpan("ActivationPipeline.fire"),
-    Effect.annotateLogs("phase", "fire")
-  )
+  Effect.annotateLogs("phase", "fire")
+)
 
 /**
  * `switch-to-configuration boot` as `method` runs it: with `systemd-run`, a transient
  * service that PID 1 starts with full rights (the agent's own unit is sandboxed and could
  * not write the boot loader), its output piped back and its exit status systemd-run's own;
  * otherwise the agent's child.
- *
- * @since 0.1.0
  */
 export const bootEntryArgv = (method: SwitchMethod, storePath: string): readonly [string, ...Array<string>] => {
   const argv = [`${storePath}/bin/switch-to-configuration`, "boot"] as const
@@ -405,11 +381,9 @@ export const bootEntryArgv = (method: SwitchMethod, storePath: string): readonly
 /**
  * `<storePath>/bin/switch-to-configuration boot`, in the foreground: makes the new
  * generation the boot default (`nix-env --set` alone writes no boot entry).
- *
- * @since 0.1.0
  */
-export const installBootEntry = (storePath: string, method: SwitchMethod) =>
-  Effect.gen(function*() {
+export const installBootEntry = Effect.fn("ActivationPipeline.installBootEntry")(
+  function*(storePath: string, method: SwitchMethod) {
     const argv = bootEntryArgv(method, storePath)
     const done = yield* run(argv, { timeout: "30 minutes", children: "switch" }).pipe(
       Effect.mapError((error) =>
@@ -427,7 +401,6 @@ export const installBootEntry = (storePath: string, method: SwitchMethod) =>
         detail: done.stderr.trim()
       })
     }
-  }).pipe(
-    Effect.withSpan("ActivationPipeline.installBootEntry"),
-    Effect.annotateLogs("phase", "defer-bootloader-update")
-  )
+  },
+  Effect.annotateLogs("phase", "defer-bootloader-update")
+)

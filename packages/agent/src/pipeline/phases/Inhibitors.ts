@@ -2,8 +2,6 @@
  * Deferred reboot: some components cannot be switched live (swapping D-Bus, PID 1 or the
  * kernel under running services breaks them). When one differs between the running system
  * and the new closure, the new generation is only made the boot default.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -12,8 +10,6 @@ import * as Effect from "effect/Effect"
 /**
  * The components compared, first match wins. `init` is deliberately absent: it is
  * regenerated for every system and would defer every update.
- *
- * @since 0.1.0
  */
 export const INHIBITORS: ReadonlyArray<{ readonly component: string; readonly path: string }> = [
   { component: "dbus", path: "etc/systemd/system/dbus.service" },
@@ -25,11 +21,9 @@ export const INHIBITORS: ReadonlyArray<{ readonly component: string; readonly pa
  * The first component whose fully resolved path differs between `currentSystem` and
  * `newSystem`, or null. A component missing or unresolvable on either side is skipped:
  * only genuine swaps defer, not absences.
- *
- * @since 0.1.0
  */
-export const detectInhibitor = (currentSystem: string, newSystem: string) =>
-  Effect.gen(function*() {
+export const detectInhibitor = Effect.fn("ActivationPipeline.detectInhibitor")(
+  function*(currentSystem: string, newSystem: string) {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     for (const { component, path: relative } of INHIBITORS) {
@@ -40,4 +34,5 @@ export const detectInhibitor = (currentSystem: string, newSystem: string) =>
       if (current._tag === "Some" && next._tag === "Some" && current.value !== next.value) return component
     }
     return null
-  }).pipe(Effect.withSpan("ActivationPipeline.detectInhibitor"))
+  }
+)

@@ -1,8 +1,6 @@
 /**
  * The concurrent-switch guard: a `switch-to-configuration` in progress holds a lock on
  * the switch lock file; racing it produces spurious failures even when it succeeds.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
@@ -11,8 +9,6 @@ import { RealiseFailed } from "../ActivationPipeline.js"
 
 /**
  * The reason the reference agent reports, kept verbatim.
- *
- * @since 0.1.0
  */
 export const LOCK_HELD_REASON = "switch-to-configuration lock held by another process; will retry on next tick"
 
@@ -20,8 +16,6 @@ export const LOCK_HELD_REASON = "switch-to-configuration lock held by another pr
  * Whether a switch holds the lock: no lock file means no; otherwise a non-blocking shared
  * `flock` that fails means yes. Fail-open: if `flock` cannot run, the answer is no (with a
  * warning), as upstream.
- *
- * @since 0.1.0
  */
 export const switchInProgress = (lockPath: string) =>
   Effect.gen(function*() {
@@ -43,11 +37,7 @@ export const switchInProgress = (lockPath: string) =>
 
 /**
  * Fails with `RealiseFailed` (exit class -1) when a switch is in progress.
- *
- * @since 0.1.0
  */
-export const checkSwitchLock = (lockPath: string) =>
-  Effect.flatMap(
-    switchInProgress(lockPath),
-    (held) => held ? Effect.fail(new RealiseFailed({ phase: "lock", reason: LOCK_HELD_REASON })) : Effect.void
-  ).pipe(Effect.withSpan("ActivationPipeline.lock"))
+export const checkSwitchLock = Effect.fn("ActivationPipeline.lock")(function*(lockPath: string) {
+  if (yield* switchInProgress(lockPath)) return yield* new RealiseFailed({ phase: "lock", reason: LOCK_HELD_REASON })
+})

@@ -2,8 +2,6 @@
  * The system profile: setting it (a new generation), finding what a generation points at,
  * rolling it back. Which closure runs is read from the current-system link
  * (`support/closureLinks`).
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -12,7 +10,7 @@ import * as Effect from "effect/Effect"
 import { closureBasename, LinkUnreadable } from "../../support/closureLinks.js"
 import { display, run } from "../../support/subprocess.js"
 
-/** A `nix-env` call failed; `exitCode` is null when it could not run at all. @since 0.1.0 */
+/** A `nix-env` call failed; `exitCode` is null when it could not run at all. */
 export class NixEnvFailed extends Data.TaggedError("NixEnvFailed")<{
   readonly argv: string
   readonly exitCode: number | null
@@ -23,8 +21,6 @@ export class NixEnvFailed extends Data.TaggedError("NixEnvFailed")<{
  * The closure a profile points at: profile → `system-<N>-link` (relative to the profile's
  * directory) → `/nix/store/<basename>`. If the generation entry is not a link, its own path
  * is taken.
- *
- * @since 0.1.0
  */
 export const profileTarget = (profile: string) =>
   Effect.gen(function*() {
@@ -58,35 +54,27 @@ const nixEnv = (argv: readonly [string, ...Array<string>]) =>
  * `nix-env --profile <profile> --set <storePath>`: a new generation pointing at the closure.
  * It comes before any `switch-to-configuration`, which reads the profile to number the
  * boot entries it writes.
- *
- * @since 0.1.0
  */
-export const setProfile = (profile: string, storePath: string) =>
-  nixEnv(["nix-env", "--profile", profile, "--set", storePath]).pipe(
-    Effect.withSpan("ActivationPipeline.setProfile"),
-    Effect.annotateLogs("phase", "nix-env-set")
-  )
+export const setProfile = Effect.fn("ActivationPipeline.setProfile")(
+  (profile: string, storePath: string) => nixEnv(["nix-env", "--profile", profile, "--set", storePath]),
+  Effect.annotateLogs("phase", "nix-env-set")
+)
 
 /**
  * `nix-env --profile <profile> --rollback`: the previous generation.
- *
- * @since 0.1.0
  */
-export const rollbackGeneration = (profile: string) =>
-  nixEnv(["nix-env", "--profile", profile, "--rollback"]).pipe(
-    Effect.withSpan("ActivationPipeline.rollbackGeneration"),
-    Effect.annotateLogs("phase", "nix-env-rollback")
-  )
+export const rollbackGeneration = Effect.fn("ActivationPipeline.rollbackGeneration")(
+  (profile: string) => nixEnv(["nix-env", "--profile", profile, "--rollback"]),
+  Effect.annotateLogs("phase", "nix-env-rollback")
+)
 
 /**
  * After a successful switch the activation script may have re-pointed the profile; if it
  * no longer holds the closure, set it again so the boot entry does not drift. Never fails:
  * a problem is a warning.
- *
- * @since 0.1.0
  */
-export const selfCorrectProfile = (profile: string, storePath: string) =>
-  Effect.gen(function*() {
+export const selfCorrectProfile = Effect.fn("ActivationPipeline.selfCorrectProfile")(
+  function*(profile: string, storePath: string) {
     const current = yield* Effect.either(profileTarget(profile))
     if (current._tag === "Right" && current.right.storePath === storePath) return
     yield* Effect.logWarning("profile mismatch after the switch; setting it again")
@@ -95,11 +83,10 @@ export const selfCorrectProfile = (profile: string, storePath: string) =>
     if (after.storePath !== storePath) {
       yield* Effect.logWarning("profile still mismatched after nix-env --set self-correction")
     }
-  }).pipe(
-    Effect.catchAll((error) => Effect.logWarning(`profile self-correction failed: ${error._tag}`)),
-    Effect.withSpan("ActivationPipeline.selfCorrectProfile"),
-    Effect.annotateLogs("phase", "self-correct")
-  )
+  },
+  Effect.catchAll((error) => Effect.logWarning(`profile self-correction failed: ${error._tag}`)),
+  Effect.annotateLogs("phase", "self-correct")
+)
 
 /** The profile's generation links (`<name>-<N>-link` beside it), with their numbers. */
 const generationLinks = (profile: string) =>
@@ -124,8 +111,6 @@ const generationLinks = (profile: string) =>
 /**
  * The closure of the generation before the profile's current one (what `nix-env
  * --rollback` would select), or null when there is none.
- *
- * @since 0.1.0
  */
 export const previousGeneration = (profile: string) =>
   Effect.gen(function*() {
@@ -144,8 +129,6 @@ export const previousGeneration = (profile: string) =>
 /**
  * The closures of every generation of the profile (an unreadable link is skipped): the
  * systems this host has been switched to, which a rollback may go back to.
- *
- * @since 0.1.0
  */
 export const profileGenerations = (profile: string) =>
   Effect.gen(function*() {

@@ -1,8 +1,6 @@
 /**
  * Realising the target closure: `nix-store --realise`, which substitutes it from the
  * configured binary caches (verifying their signatures) when it is not in the store yet.
- *
- * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Duration from "effect/Duration"
@@ -13,8 +11,6 @@ import { RealiseFailed, SignatureMismatch } from "../ActivationPipeline.js"
 /**
  * How Nix says it refused a substitute's signature, across versions. Nix has no distinct
  * exit code for a trust failure, so stderr (lower-cased) is searched for these.
- *
- * @since 0.1.0
  */
 export const SIGNATURE_NEEDLES = [
   "lacks a valid signature",
@@ -25,9 +21,6 @@ export const SIGNATURE_NEEDLES = [
   "untrusted signature"
 ] as const
 
-/**
- * @since 0.1.0
- */
 export const looksLikeSignatureError = (stderr: string): boolean => {
   const lower = stderr.toLowerCase()
   return SIGNATURE_NEEDLES.some((needle) => lower.includes(needle))
@@ -41,16 +34,14 @@ const SIGNATURE_TAIL_BYTES = 500
  * it before the profile holds it, then checks that the root points at exactly the
  * requested path. A signature refusal is `SignatureMismatch` (class -2); anything else,
  * including a timeout, is `RealiseFailed` (class -1), with Nix's stderr in the reason.
- *
- * @since 0.1.0
  */
-export const realise = (args: {
-  readonly storePath: string
-  readonly closure: string
-  readonly gcRoot: string
-  readonly timeout: Duration.Duration
-}) =>
-  Effect.gen(function*() {
+export const realise = Effect.fn("ActivationPipeline.realise")(
+  function*(args: {
+    readonly storePath: string
+    readonly closure: string
+    readonly gcRoot: string
+    readonly timeout: Duration.Duration
+  }) {
     const fs = yield* FileSystem.FileSystem
     const argv = ["nix-store", "--realise", args.storePath, "--add-root", args.gcRoot, "--indirect"] as const
     const done = yield* run(argv, { timeout: args.timeout, children: "nix" }).pipe(
@@ -94,4 +85,6 @@ export const realise = (args: {
         reason: `realised path ${realised} does not match requested ${args.storePath}`
       })
     }
-  }).pipe(Effect.withSpan("ActivationPipeline.realise"), Effect.annotateLogs("phase", "realise"))
+  },
+  Effect.annotateLogs("phase", "realise")
+)

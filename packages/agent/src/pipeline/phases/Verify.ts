@@ -4,8 +4,6 @@
  * milliseconds, with a poll as a fallback (a watch can miss events, e.g. on some network
  * or overlay file systems). The switch's own end is raced in: a switch that exits without
  * the flip fails at once instead of after the whole budget.
- *
- * @since 0.1.0
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as Duration from "effect/Duration"
@@ -16,9 +14,6 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { readClosure } from "../../support/closureLinks.js"
 
-/**
- * @since 0.1.0
- */
 export type VerifyOutcome =
   /** The link points at the expected closure. */
   | { readonly _tag: "Settled" }
@@ -32,18 +27,15 @@ export type VerifyOutcome =
 /** The fallback poll: well under the reference agent's 2 s, cheap (one readlink). */
 const POLL = Duration.millis(250)
 
-/**
- * @since 0.1.0
- */
-export const verify = (args: {
-  readonly link: string
-  readonly expected: string
-  /** The closure before the switch: seeing it means "still switching"; null disables flip detection. */
-  readonly previous: string | null
-  readonly budget: Duration.Duration
-  readonly ended: Effect.Effect<number | null, never, CommandExecutor.CommandExecutor>
-}) =>
-  Effect.scoped(Effect.gen(function*() {
+export const verify = Effect.fn("ActivationPipeline.verify")(
+  function*(args: {
+    readonly link: string
+    readonly expected: string
+    /** The closure before the switch: seeing it means "still switching"; null disables flip detection. */
+    readonly previous: string | null
+    readonly budget: Duration.Duration
+    readonly ended: Effect.Effect<number | null, never, CommandExecutor.CommandExecutor>
+  }) {
     // A read error is not fatal: the link is briefly absent while it is replaced.
     let lastObserved = "<no-reads-completed>"
     const look = Effect.gen(function*() {
@@ -88,8 +80,10 @@ export const verify = (args: {
       const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
       const next = yield* Effect.raceAll([
         Effect.as(Queue.take(wake), { _tag: "Look" } as const),
-        Effect.map(ended.await, (exit) =>
-          ({ _tag: "Ended", exitCode: exit._tag === "Success" ? exit.value : null }) as const),
+        Effect.map(
+          ended.await,
+          (exit) => ({ _tag: "Ended", exitCode: exit._tag === "Success" ? exit.value : null }) as const
+        ),
         Effect.as(Effect.sleep(Duration.millis(Math.max(0, deadline - now))), { _tag: "Deadline" } as const)
       ])
       if (next._tag === "Look") {
@@ -104,4 +98,7 @@ export const verify = (args: {
         ? { _tag: "Ended", exitCode: next.exitCode, lastObserved } as const
         : { _tag: "Timeout", lastObserved } as const
     }
-  })).pipe(Effect.withSpan("ActivationPipeline.verify"), Effect.annotateLogs("phase", "verify"))
+  },
+  Effect.scoped,
+  Effect.annotateLogs("phase", "verify")
+)
