@@ -12,7 +12,7 @@
  *   npm run build && npm run bench -- activation
  */
 import { NodeContext } from "@effect/platform-node"
-import { ActivationPipeline, ActivationPipelineLive, PipelineConfig } from "@nixfleet/agent"
+import { ActivationPipeline, NixActivationPipeline, PipelineConfig } from "@nixfleet/agent"
 import { boot, buildClosure, makeSandbox, type NixSandbox, runProcess } from "@nixfleet/dev/NixFixtures"
 import { Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
@@ -67,8 +67,11 @@ const bench = Effect.gen(function*() {
   const failing = yield* buildClosure(sandbox, { name: "nixos-system-fail", switch: { _tag: "Exit", code: 7 } })
   yield* boot(sandbox, a)
   const pipeline = yield* Effect.provide(
-    ActivationPipeline,
-    ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.make(config(sandbox))), Layer.provide(NodeContext.layer))
+    ActivationPipeline.ActivationPipeline,
+    NixActivationPipeline.layer.pipe(
+      Layer.provide(PipelineConfig.make(config(sandbox))),
+      Layer.provide(NodeContext.layer)
+    )
   )
 
   const script: Array<number> = []

@@ -14,19 +14,6 @@
  *   npm run bench -- outbox-enqueue outbox-drain
  */
 import { NodeContext } from "@effect/platform-node"
-import {
-  AgentConfig,
-  ControlPlaneClient,
-  ControlPlaneTransport,
-  HostLedger,
-  OutboundSender,
-  Outbox,
-  Reducer,
-  ReducerInput,
-  RuntimeChannels,
-  Shutdown,
-  StatusBoard
-} from "@nixfleet/agent"
 import { AgentEvent, FleetResolved, type RolloutManifest } from "@nixfleet/proto"
 import Database from "better-sqlite3"
 import { Effect, Layer, Schema } from "effect"
@@ -34,6 +21,16 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { AgentConfig } from "../../packages/agent/src/config/AgentConfig.js"
+import { ControlPlaneClient, ControlPlaneTransport } from "../../packages/agent/src/controlplane/ControlPlaneClient.js"
+import * as OutboundSender from "../../packages/agent/src/controlplane/OutboundSender.js"
+import { Outbox } from "../../packages/agent/src/outbox/Outbox.js"
+import { HostLedger } from "../../packages/agent/src/runtime/HostLedger.js"
+import { Reducer } from "../../packages/agent/src/runtime/Reducer.js"
+import { ReducerInput } from "../../packages/agent/src/runtime/ReducerInput.js"
+import { RuntimeChannels } from "../../packages/agent/src/runtime/RuntimeChannels.js"
+import { Shutdown } from "../../packages/agent/src/runtime/Shutdown.js"
+import { StatusBoard } from "../../packages/agent/src/runtime/StatusBoard.js"
 import { median } from "./stats.js"
 
 const ROLLOUT = "stable@abc123"
@@ -256,7 +253,7 @@ export const benchOutboxDrain = async (): Promise<void> => {
   const sampler = setInterval(() => {
     peak = Math.max(peak, process.memoryUsage().rss)
   }, 50)
-  const layer = OutboundSender.pipe(
+  const layer = OutboundSender.layer.pipe(
     Layer.provide(ControlPlaneClient.layer),
     Layer.provide(ControlPlaneTransport.layer),
     Layer.provideMerge(Outbox.layer),

@@ -18,6 +18,7 @@ export const LAYERS = [
   ["controlplane"],
   ["identity", "probes", "status", "observability"],
   ["AgentRuntime.ts"],
+  ["NixfleetAgent.ts"],
   ["node"],
   ["cli"],
   ["index.ts", "bin.ts"]

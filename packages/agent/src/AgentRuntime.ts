@@ -23,18 +23,19 @@ import * as Scope from "effect/Scope"
 import { AgentConfig, type AgentConfigShape } from "./config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "./controlplane/ControlPlaneClient.js"
 import type { ClientSetupError } from "./controlplane/ControlPlaneHttp.js"
-import { BootRecovery, Heartbeat } from "./controlplane/Heartbeat.js"
-import { Longpoll } from "./controlplane/Longpoll.js"
+import * as Heartbeat from "./controlplane/Heartbeat.js"
+import * as Longpoll from "./controlplane/Longpoll.js"
 import { ManifestCache } from "./controlplane/ManifestCache.js"
-import { ManifestPoll } from "./controlplane/ManifestPoll.js"
-import { OutboundSender } from "./controlplane/OutboundSender.js"
-import { CertificateRenewal } from "./identity/CertificateRenewal.js"
-import { MetricsExporter, type MetricsExporterError } from "./observability/MetricsExporter.js"
+import * as ManifestPoll from "./controlplane/ManifestPoll.js"
+import * as OutboundSender from "./controlplane/OutboundSender.js"
+import * as CertificateRenewal from "./identity/CertificateRenewal.js"
+import { type MetricsExporterError } from "./observability/MetricsExporter.js"
+import * as MetricsExporter from "./observability/MetricsExporter.js"
 import { Outbox, type OutboxError } from "./outbox/Outbox.js"
 import type { ActivationPipeline } from "./pipeline/ActivationPipeline.js"
-import { ProbeScheduler } from "./probes/ProbeScheduler.js"
-import { ActivationWorker } from "./runtime/ActivationWorker.js"
-import { AdvanceTicker } from "./runtime/AdvanceTicker.js"
+import * as ProbeScheduler from "./probes/ProbeScheduler.js"
+import * as ActivationWorker from "./runtime/ActivationWorker.js"
+import * as AdvanceTicker from "./runtime/AdvanceTicker.js"
 import { HostLedger, type HostLedgerError } from "./runtime/HostLedger.js"
 import { Reducer, type ReducerService } from "./runtime/Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./runtime/RuntimeChannels.js"
@@ -128,18 +129,18 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     )
     // Boot recovery is built first: its snapshots reach the reducer before any worker input.
     const workers = Layer.mergeAll(
-      ActivationWorker,
-      AdvanceTicker,
-      OutboundSender,
-      Longpoll,
-      Heartbeat,
-      ManifestPoll,
-      ProbeScheduler,
-      MetricsExporter,
-      CertificateRenewal
+      ActivationWorker.layer,
+      AdvanceTicker.layer,
+      OutboundSender.layer,
+      Longpoll.layer,
+      Heartbeat.layer,
+      ManifestPoll.layer,
+      ProbeScheduler.layer,
+      MetricsExporter.layer,
+      CertificateRenewal.layer
     )
       .pipe(
-        Layer.provide(BootRecovery),
+        Layer.provide(Heartbeat.layerBootRecovery),
         Layer.provide(controlPlane),
         Layer.tap(() => markRunning)
       )
@@ -212,3 +213,10 @@ export const runUntilShutdown = <E, R>(
       })
     }
   })
+
+/**
+ * The whole runtime (see `AgentRuntime.layer`): `AgentRuntime.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = AgentRuntime.layer

@@ -12,7 +12,8 @@ import {
   SwitchFailed,
   VerifyMismatch
 } from "../src/pipeline/ActivationPipeline.js"
-import { activationEvent, ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import { activationEvent } from "../src/runtime/ActivationWorker.js"
+import * as ActivationWorker from "../src/runtime/ActivationWorker.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { manifestSet, PRIOR, reducerLayer, ROLLOUT, TARGET } from "./support/fixtures.js"
@@ -22,7 +23,7 @@ import { MemoryOutboxHandle } from "./support/memoryOutbox.js"
 const at = new Date("2026-05-17T12:00:00Z")
 
 const workerLayer = (script: Partial<ActivationPipelineService>, env: Map<string, string> = new Map()) =>
-  ActivationWorker.pipe(
+  ActivationWorker.layer.pipe(
     Layer.provideMerge(reducerLayer()),
     Layer.provide(Layer.merge(ActivationPipeline.scripted(script), NodeContext.layer)),
     Layer.provideMerge(captureLogs),
@@ -219,7 +220,7 @@ describe("ActivationWorker", () => {
           })
       )
       const ran = yield* Ref.make(0)
-      const layer = ActivationWorker.pipe(
+      const layer = ActivationWorker.layer.pipe(
         Layer.provideMerge(reducerLayer()),
         Layer.provide(ActivationPipeline.scripted({
           activate: (target) => Effect.as(Ref.update(ran, (n) => n + 1), { _tag: "FiredAndPolled", closure: target })

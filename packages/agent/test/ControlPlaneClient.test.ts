@@ -7,7 +7,8 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { AgentConfig } from "../src/config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport, MAX_BODY_BYTES } from "../src/controlplane/ControlPlaneClient.js"
-import { ControlPlaneHttp, isLoopback } from "../src/controlplane/ControlPlaneHttp.js"
+import { isLoopback } from "../src/controlplane/ControlPlaneHttp.js"
+import * as ControlPlaneHttp from "../src/controlplane/ControlPlaneHttp.js"
 import { type Answer, fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
 
 const withClient = <A, E>(
@@ -140,7 +141,7 @@ describe("ControlPlaneClient", () => {
 
 describe("ControlPlaneHttp", () => {
   const build = (fields: Parameters<typeof AgentConfig.make>[0]) =>
-    Effect.either(Layer.build(ControlPlaneHttp.pipe(Layer.provide(AgentConfig.make(fields)))))
+    Effect.either(Layer.build(ControlPlaneHttp.layer.pipe(Layer.provide(AgentConfig.make(fields)))))
 
   it("plain http is only for loopback", () => {
     expect(["127.0.0.1", "127.3.4.5", "localhost", "[::1]"].every(isLoopback)).toBe(true)

@@ -18,7 +18,8 @@ import {
   StatusError,
   TransportError
 } from "../src/controlplane/ControlPlaneClient.js"
-import { CertificateRenewal, certificateRenewals, remainingFraction } from "../src/identity/CertificateRenewal.js"
+import { certificateRenewals, remainingFraction } from "../src/identity/CertificateRenewal.js"
+import * as CertificateRenewal from "../src/identity/CertificateRenewal.js"
 import { enroll, pendingEnrollment } from "../src/identity/Enrollment.js"
 import { certificateRequest, certifiesKey, hostKeyFrom, publicKeyFingerprint } from "../src/identity/hostIdentity.js"
 import { Shutdown } from "../src/runtime/Shutdown.js"
@@ -340,7 +341,7 @@ describe("renewal fiber, against a scripted control plane", () => {
       Fs.writeFileSync(certFile, yield* Effect.promise(() => selfSigned(HOST_KEY, T0, seconds(100))))
       const calls = yield* Queue.unbounded<unknown>()
       yield* Layer.build(
-        CertificateRenewal.pipe(
+        CertificateRenewal.layer.pipe(
           Layer.provide(Layer.mergeAll(
             AgentConfig.make({
               machineId: HOST,

@@ -7,7 +7,7 @@ import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Logger, LogLevel, Stream } from "effect"
 import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
-import { ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import * as ActivationWorker from "../src/runtime/ActivationWorker.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { manifestSet, PRIOR, reducerLayer, TARGET } from "./support/fixtures.js"
@@ -89,7 +89,7 @@ const flood = (capacity: number) =>
   }).pipe(
     Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error(`deadlock at capacity ${capacity}`) }),
     Effect.provide(
-      ActivationWorker.pipe(
+      ActivationWorker.layer.pipe(
         Layer.provideMerge(
           reducerLayer({ sustainedFailureSecs: 1e9 }, { reducerInput: capacity, activationIntents: capacity })
         ),

@@ -8,7 +8,8 @@ import { describe, expect, it } from "@effect/vitest"
 import type { HostRolloutState } from "@nixfleet/state-machine"
 import { Context, Effect, Layer, Metric, Ref, SubscriptionRef, TestClock } from "effect"
 import { ManifestCache, ManifestError, type VerifiedFleet } from "../src/controlplane/ManifestCache.js"
-import { fleetRefusals, fleetRefused, MANIFEST_POLL_INTERVAL, ManifestPoll } from "../src/controlplane/ManifestPoll.js"
+import { fleetRefusals, fleetRefused, MANIFEST_POLL_INTERVAL } from "../src/controlplane/ManifestPoll.js"
+import * as ManifestPoll from "../src/controlplane/ManifestPoll.js"
 import { type DiskBacklog, Reducer } from "../src/runtime/Reducer.js"
 import type { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { Shutdown } from "../src/runtime/Shutdown.js"
@@ -43,7 +44,7 @@ const harness = (first: Effect.Effect<VerifiedFleet, ManifestError>) =>
       }))
     )
     const context = yield* Layer.build(
-      ManifestPoll.pipe(
+      ManifestPoll.layer.pipe(
         Layer.provideMerge(Layer.mergeAll(cache, reducer, Shutdown.layer, StatusBoard.layer, captureLogs))
       )
     )

@@ -4,7 +4,8 @@ import { Effect, FiberRef, HashSet, Layer, Logger, Metric, Ref, Schema } from "e
 import { AgentConfig } from "../src/config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "../src/controlplane/ControlPlaneClient.js"
 import { deliveryBlocked } from "../src/controlplane/OutboundSender.js"
-import { classify, OutboundSender } from "../src/controlplane/OutboundSender.js"
+import { classify } from "../src/controlplane/OutboundSender.js"
+import * as OutboundSender from "../src/controlplane/OutboundSender.js"
 import { Outbox } from "../src/outbox/Outbox.js"
 import { Shutdown } from "../src/runtime/Shutdown.js"
 import { StatusBoard } from "../src/runtime/StatusBoard.js"
@@ -38,7 +39,7 @@ const withSender = <A, E>(
 ) =>
   Effect.gen(function*() {
     const fake = yield* fakeControlPlane(script)
-    const layer = OutboundSender.pipe(
+    const layer = OutboundSender.layer.pipe(
       Layer.provide(ControlPlaneClient.layer),
       Layer.provide(ControlPlaneTransport.layer),
       Layer.provideMerge(memoryOutboxLayer),

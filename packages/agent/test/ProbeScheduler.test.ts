@@ -9,7 +9,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { invalidHealthChecks } from "../src/probes/HealthChecks.js"
-import { ProbeScheduler } from "../src/probes/ProbeScheduler.js"
+import * as ProbeScheduler from "../src/probes/ProbeScheduler.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
 import { manifestSet, PRIOR, reducerLayer, TARGET } from "./support/fixtures.js"
@@ -47,7 +47,7 @@ const fileProbe = (s: Setup, flag: string, extra: Record<string, unknown> = {}) 
 })
 
 const layer = (s: Setup, env: ReadonlyArray<readonly [string, string]> = []) =>
-  ProbeScheduler.pipe(
+  ProbeScheduler.layer.pipe(
     Layer.provideMerge(reducerLayer({ healthChecksFile: s.healthChecks, stateDir: s.dir })),
     Layer.provide(NodeContext.layer),
     Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(env))))

@@ -15,7 +15,8 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { AgentConfig } from "../src/config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "../src/controlplane/ControlPlaneClient.js"
-import { CertificateRenewal, certificateRenewals, checkRenewal } from "../src/identity/CertificateRenewal.js"
+import { certificateRenewals, checkRenewal } from "../src/identity/CertificateRenewal.js"
+import * as CertificateRenewal from "../src/identity/CertificateRenewal.js"
 import { checkRenewed } from "../src/identity/ClientCertificate.js"
 import { certificateValidity, hostKeyFrom } from "../src/identity/hostIdentity.js"
 import { Shutdown } from "../src/runtime/Shutdown.js"
@@ -362,7 +363,7 @@ describe("a renewed certificate is checked before it is installed", () => {
         const refused = Metric.tagged(certificateRenewals, "outcome", "refused")
         const before = (yield* Metric.value(refused)).count
         yield* Effect.gen(function*() {
-          yield* Layer.build(CertificateRenewal.pipe(Layer.provide(Layer.merge(client, Shutdown.layer))))
+          yield* Layer.build(CertificateRenewal.layer.pipe(Layer.provide(Layer.merge(client, Shutdown.layer))))
           yield* eventually("a refused renewal", Effect.map(Metric.value(refused), (state) => state.count > before))
           const errors = (yield* CapturedLogs.lines).filter((line) => line.startsWith("ERROR"))
           expect(errors).toHaveLength(1)

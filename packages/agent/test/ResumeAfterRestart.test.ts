@@ -15,7 +15,7 @@ import * as Path from "node:path"
 import { AgentConfig } from "../src/config/AgentConfig.js"
 import { Outbox } from "../src/outbox/Outbox.js"
 import { ActivationPipeline, type ActivationPipelineService } from "../src/pipeline/ActivationPipeline.js"
-import { ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import * as ActivationWorker from "../src/runtime/ActivationWorker.js"
 import { HostLedger, LEDGER_FILE } from "../src/runtime/HostLedger.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
@@ -119,7 +119,7 @@ const harness = (dir: string, calls: Calls, script: Partial<ActivationPipelineSe
     ["NIXFLEET_AGENT_SWITCH_LOCK_PATH", Path.join(dir, "switch.lock")],
     ["NIXFLEET_AGENT_STATE_DIR", dir]
   ])
-  return ActivationWorker.pipe(
+  return ActivationWorker.layer.pipe(
     Layer.provideMerge(reducerLayer()),
     Layer.provide(Layer.merge(
       ActivationPipeline.scripted({

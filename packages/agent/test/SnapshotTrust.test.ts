@@ -16,7 +16,7 @@ import { AgentConfig } from "../src/config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "../src/controlplane/ControlPlaneClient.js"
 import { MAX_SNAPSHOTS_PER_ANSWER, sendHeartbeat } from "../src/controlplane/Heartbeat.js"
 import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
-import { ActivationWorker } from "../src/runtime/ActivationWorker.js"
+import * as ActivationWorker from "../src/runtime/ActivationWorker.js"
 import { HostLedger } from "../src/runtime/HostLedger.js"
 import { droppedEvents, Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
@@ -215,7 +215,7 @@ describe("the soak deadline is bounded by the signed policy", () => {
 
 describe("rollbacks go only where this host has been", () => {
   const worker = (env: ReadonlyArray<readonly [string, string]> = []) =>
-    ActivationWorker.pipe(
+    ActivationWorker.layer.pipe(
       Layer.provideMerge(reducerLayer({ sustainedFailureSecs: 10 })),
       Layer.provide(Layer.merge(ActivationPipeline.scripted({}), NodeContext.layer)),
       Layer.provideMerge(captureLogs),

@@ -15,7 +15,7 @@ import { FAIL_WORKER, WORKER_NAMES } from "../src/config/testGates.js"
 import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
-import { failWorkerForTests } from "../src/runtime/testFailWorker.js"
+import * as TestFailWorker from "../src/runtime/testFailWorker.js"
 import { WorkerHook } from "../src/runtime/Workers.js"
 import { StatusReportJson } from "../src/status/StatusReport.js"
 import { fakeControlPlane, type RecordedRequest } from "./support/fakeControlPlane.js"
@@ -164,7 +164,7 @@ describe("supervised workers", () => {
           return effect
         }
         const gated = runtime(dir, fake.url).pipe(
-          Layer.provide(failWorkerForTests),
+          Layer.provide(TestFailWorker.layer),
           Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([[FAIL_WORKER, "Longpoll"]]))))
         )
         const [result, lines] = yield* runUntilShutdown(gated, {}).pipe(

@@ -15,12 +15,11 @@ import { Agent, request } from "undici"
 import { AgentConfig, type AgentConfigShape } from "../src/config/AgentConfig.js"
 import {
   type ClientSetupError,
-  ControlPlaneHttp,
-  ControlPlaneHttpAnonymous,
   controlPlaneTrust,
   SYSTEM_CA_BUNDLES,
   trustOptions
 } from "../src/controlplane/ControlPlaneHttp.js"
+import * as ControlPlaneHttp from "../src/controlplane/ControlPlaneHttp.js"
 import { stateDirectory } from "./support/agentHarness.js"
 import { CapturedLogs, captureLogs } from "./support/logs.js"
 
@@ -29,8 +28,8 @@ const TIMEOUT = 30_000
 type Transport = Layer.Layer<HttpClient.HttpClient, ClientSetupError, AgentConfig>
 
 const TRANSPORTS: ReadonlyArray<readonly [string, Transport]> = [
-  ["ControlPlaneHttp", ControlPlaneHttp],
-  ["ControlPlaneHttpAnonymous", ControlPlaneHttpAnonymous]
+  ["ControlPlaneHttp", ControlPlaneHttp.layer],
+  ["ControlPlaneHttpAnonymous", ControlPlaneHttp.layerAnonymous]
 ]
 
 /** Two control planes: the one the agent talks to, and one whose CA did not sign its certificate. */
@@ -154,7 +153,7 @@ describe("NODE_TLS_REJECT_UNAUTHORIZED=0", () => {
       const { cp } = yield* controlPlanes
       const dir = yield* stateDirectory
       const logs = yield* Effect.gen(function*() {
-        expect(yield* healthz(ControlPlaneHttp, configFor(cp, dir, { caCert: cp.caFile }), cp)).toStrictEqual(
+        expect(yield* healthz(ControlPlaneHttp.layer, configFor(cp, dir, { caCert: cp.caFile }), cp)).toStrictEqual(
           Either.right(200)
         )
         return yield* CapturedLogs.lines
@@ -213,7 +212,9 @@ describe("TLS trust without --ca-cert: the system store", () => {
           [empty, "no PEM certificate"]
         ]
         for (const [file, reason] of bad) {
-          expect(yield* healthz(ControlPlaneHttp, configFor(cp, dir), cp).pipe(withSettings({ SSL_CERT_FILE: file })))
+          expect(
+            yield* healthz(ControlPlaneHttp.layer, configFor(cp, dir), cp).pipe(withSettings({ SSL_CERT_FILE: file }))
+          )
             .toStrictEqual(Either.left(expect.stringContaining(reason)))
         }
       }),
@@ -228,7 +229,7 @@ describe("TLS trust without --ca-cert: the system store", () => {
         const dir = yield* stateDirectory
         const expected = SYSTEM_CA_BUNDLES.find((file) => Fs.existsSync(file)) ?? "Node's bundled roots"
         const logs = yield* Effect.gen(function*() {
-          expect(yield* healthz(ControlPlaneHttp, configFor(cp, dir), cp)).toStrictEqual(UNTRUSTED)
+          expect(yield* healthz(ControlPlaneHttp.layer, configFor(cp, dir), cp)).toStrictEqual(UNTRUSTED)
           return yield* CapturedLogs.lines
         }).pipe(Effect.provide(captureLogs), withSettings({}))
         expect(logs.filter((line) => line.includes("system CA store"))).toStrictEqual([

@@ -9,7 +9,7 @@
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import { type AgentRuntimeService, type ReducerService, runUntilShutdown } from "@nixfleet/agent"
+import { AgentRuntime, type Reducer } from "@nixfleet/agent"
 import { type DevControlPlane, start } from "@nixfleet/dev-control-plane"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -27,7 +27,7 @@ import {
   type RolloutPlan,
   type RolloutResult
 } from "./DemoRollout.js"
-import { agentLayer, configProvider } from "./DevAgent.js"
+import { agentLayer, agentOptions } from "./DevAgent.js"
 import { Progress } from "./Progress.js"
 import { watch } from "./RolloutWatch.js"
 import * as Sandbox from "./Sandbox.js"
@@ -120,7 +120,11 @@ const plans = (host: DemoHost): { readonly good: RolloutPlan; readonly bad: Roll
  * Follows the good rollout (published before the agent started), then publishes and
  * follows the bad one, and prints the summary. True when both ended as expected.
  */
-const scenario = (context: DemoContext & { readonly agent: ReducerService }, good: Published, bad: RolloutPlan) =>
+const scenario = (
+  context: DemoContext & { readonly agent: Reducer.ReducerService },
+  good: Published,
+  bad: RolloutPlan
+) =>
   Effect.gen(function*() {
     const progress = yield* Progress
     const results: ReadonlyArray<RolloutResult> = [
@@ -202,7 +206,7 @@ export const runDemo = (
     const scope = yield* Effect.scope
     const services = yield* Effect.context<Progress | FileSystem.FileSystem | Path.Path>()
 
-    const demo = (agent: AgentRuntimeService) =>
+    const demo = (agent: AgentRuntime.AgentRuntimeService) =>
       Effect.gen(function*() {
         yield* context.watch.follow(agent.reducer).pipe(Scope.extend(scope))
         const interrupted = Effect.as(options.stopRequested, null)
@@ -232,13 +236,13 @@ export const runDemo = (
         Effect.asVoid
       )
 
-    yield* runUntilShutdown(agentLayer(host.environment), { onStarted: demo }).pipe(
-      Effect.withConfigProvider(configProvider({
-        sandbox,
-        controlPlaneUrl: controlPlane.url,
-        trustFile: controlPlane.trustFile,
-        testMode: host._tag === "TestMode"
-      })),
+    const settings = agentOptions({
+      sandbox,
+      controlPlaneUrl: controlPlane.url,
+      trustFile: controlPlane.trustFile,
+      testMode: host._tag === "TestMode"
+    })
+    yield* AgentRuntime.runUntilShutdown(agentLayer(settings, host.environment), { onStarted: demo }).pipe(
       Effect.mapError(setupFailed("start the agent"))
     )
     yield* context.watch.flush

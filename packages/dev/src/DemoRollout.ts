@@ -6,7 +6,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import type { ReducerService } from "@nixfleet/agent"
+import type { Reducer } from "@nixfleet/agent"
 import type { DevControlPlane } from "@nixfleet/dev-control-plane"
 import type { HostRolloutState } from "@nixfleet/state-machine"
 import * as Clock from "effect/Clock"
@@ -133,7 +133,7 @@ export const publish = Effect.fn("DemoRollout.publish")(function*(context: DemoC
  * @since 0.1.0
  */
 export const awaitRollout = Effect.fn("DemoRollout.await")(function*(
-  context: DemoContext & { readonly agent: ReducerService },
+  context: DemoContext & { readonly agent: Reducer.ReducerService },
   published: Published
 ) {
   const { agent, controlPlane, sandbox, watch } = context

@@ -7,8 +7,7 @@
  * @since 0.1.0
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { ActivationPipelineLive, AgentRuntime, PipelineConfig, StatusServer } from "@nixfleet/agent"
-import * as ConfigProvider from "effect/ConfigProvider"
+import { NixfleetAgent } from "@nixfleet/agent"
 import * as Layer from "effect/Layer"
 import { HOSTNAME } from "./DemoHost.js"
 import { type Environment, withEnvironment } from "./NixEnvironment.js"
@@ -23,49 +22,44 @@ import type { SandboxLayout } from "./Sandbox.js"
 export const SUSTAINED_FAILURE_SECS = 2
 
 /**
- * The agent's configuration.
+ * The agent's settings: the sandbox's paths, the dev control plane, `direct` switches.
+ * Nothing comes from the environment.
  *
  * @since 0.1.0
  */
-export const configProvider = (settings: {
+export const agentOptions = (settings: {
   readonly sandbox: SandboxLayout
   readonly controlPlaneUrl: string
   readonly trustFile: string
   readonly testMode: boolean
-}): ConfigProvider.ConfigProvider => {
-  const { sandbox } = settings
-  return ConfigProvider.fromMap(
-    new Map([
-      ["NIXFLEET_AGENT_CP_URL", settings.controlPlaneUrl],
-      ["NIXFLEET_AGENT_MACHINE_ID", HOSTNAME],
-      ["NIXFLEET_AGENT_TRUST_FILE", settings.trustFile],
-      ["NIXFLEET_AGENT_STATE_DIR", sandbox.stateDir],
-      ["NIXFLEET_AGENT_CURRENT_SYSTEM_PATH", sandbox.currentSystem],
-      ["NIXFLEET_AGENT_SYSTEM_PROFILE", sandbox.profile],
-      ["NIXFLEET_AGENT_SWITCH_METHOD", "direct"],
-      ["NIXFLEET_AGENT_SWITCH_LOCK_PATH", sandbox.lockPath],
-      ["NIXFLEET_AGENT_HEALTH_CHECKS_FILE", sandbox.healthChecksFile],
-      // Absent: no evidence probe here, and plain http on loopback needs no client key.
-      ["NIXFLEET_AGENT_SSH_HOST_KEY_FILE", `${sandbox.root}/ssh_host_ed25519_key`],
-      ["NIXFLEET_AGENT_SUSTAINED_FAILURE_SECS", String(SUSTAINED_FAILURE_SECS)],
-      ["NIXFLEET_AGENT_VERIFY_TIMEOUT_SECS", "60"],
-      ["NIXFLEET_AGENT_REALISE_TIMEOUT_SECS", "120"],
-      ...(settings.testMode ? [["NIXFLEET_AGENT_ACTIVATION_TEST_MODE", "1"] as const] : [])
-    ])
-  )
-}
+}): NixfleetAgent.Options => ({
+  machineId: HOSTNAME,
+  controlPlaneUrl: settings.controlPlaneUrl,
+  trustFile: settings.trustFile,
+  stateDir: settings.sandbox.stateDir,
+  currentSystemPath: settings.sandbox.currentSystem,
+  systemProfile: settings.sandbox.profile,
+  switchMethod: "direct",
+  switchLockPath: settings.sandbox.lockPath,
+  healthChecksFile: settings.sandbox.healthChecksFile,
+  // Absent: no evidence probe here, and plain http on loopback needs no client key.
+  sshHostKeyFile: `${settings.sandbox.root}/ssh_host_ed25519_key`,
+  sustainedFailureSecs: SUSTAINED_FAILURE_SECS,
+  verifyTimeoutSecs: 60,
+  realiseTimeoutSecs: 120,
+  activationTestMode: settings.testMode
+})
 
 /**
- * The runtime with the real pipeline; every subprocess it runs (Nix, probes, the switch's
- * watchers) gets `environment` on top of the process's.
+ * The agent as `run` builds it (trust check, one agent per state directory, the status
+ * socket, so `nixfleet-agent status --state-dir <sandbox>/state` answers live), with every
+ * subprocess it runs (Nix, probes, the switch's watchers) given `environment` on top of
+ * the process's.
  *
  * @since 0.1.0
  */
-export const agentLayer = (environment: Environment) =>
-  // The status socket too, so `nixfleet-agent status --state-dir <sandbox>/state` answers live.
-  StatusServer.pipe(
-    Layer.provideMerge(AgentRuntime.layer()),
-    Layer.provide(ActivationPipelineLive.pipe(Layer.provide(PipelineConfig.layer))),
+export const agentLayer = (options: NixfleetAgent.Options, environment: Environment) =>
+  NixfleetAgent.layer(options).pipe(
     Layer.provide(withEnvironment(environment)),
     Layer.provide(NodeContext.layer)
   )

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import type { ReducerService } from "@nixfleet/agent"
+import type { Reducer } from "@nixfleet/agent"
 import type { DevControlPlane } from "@nixfleet/dev-control-plane"
 import type { HostRolloutState } from "@nixfleet/state-machine"
 import * as Effect from "effect/Effect"
@@ -59,7 +59,7 @@ export interface RolloutWatch {
   /** Prints the events that are new now (the watch also does so every 100 ms). */
   readonly flush: Effect.Effect<void>
   /** Prints the state changes of the agent's records, for the current scope. */
-  readonly follow: (agent: ReducerService) => Effect.Effect<void, never, Scope.Scope>
+  readonly follow: (agent: Reducer.ReducerService) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**

@@ -14,13 +14,13 @@ import { PipelineConfig } from "../config/PipelineConfig.js"
 import { ExitStatus } from "../node/ExitStatus.js"
 import { loggerLayer } from "../node/Logging.js"
 import { ActivationPipeline } from "../pipeline/ActivationPipeline.js"
-import { ActivationPipelineLive } from "../pipeline/ActivationPipelineLive.js"
 import { type ActivationResult, activationResult, processStatus, rollbackResult } from "../pipeline/ActivationResult.js"
+import * as NixActivationPipeline from "../pipeline/NixActivationPipeline.js"
 import { previousGeneration } from "../pipeline/phases/Profile.js"
 import { type PipelineOptions, toPipelineConfig } from "./PipelineOptions.js"
 
 const pipelineLayer = (options: PipelineOptions) =>
-  ActivationPipelineLive.pipe(
+  NixActivationPipeline.layer.pipe(
     Layer.provide(PipelineConfig.make(toPipelineConfig(options))),
     Layer.provide(NodeContext.layer)
   )

@@ -101,3 +101,17 @@ export class AgentConfig extends Context.Tag("@nixfleet/agent/AgentConfig")<Agen
     shape: Pick<AgentConfigShape, "machineId" | "stateDir" | "controlPlaneUrl"> & Partial<AgentConfigShape>
   ) => Layer.succeed(AgentConfig, { ...defaults, ...shape })
 }
+
+/**
+ * The configuration read from the current `ConfigProvider`: `AgentConfig.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = AgentConfig.layer
+
+/**
+ * A fixed configuration: `AgentConfig.make`, as this module's `make`.
+ *
+ * @since 0.1.0
+ */
+export const make = AgentConfig.make

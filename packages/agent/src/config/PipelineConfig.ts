@@ -79,3 +79,17 @@ export class PipelineConfig
   static readonly layer = Layer.effect(PipelineConfig, pipelineConfig)
   static readonly make = (shape: PipelineConfigShape) => Layer.succeed(PipelineConfig, shape)
 }
+
+/**
+ * The configuration read from the current `ConfigProvider`: `PipelineConfig.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = PipelineConfig.layer
+
+/**
+ * A fixed configuration: `PipelineConfig.make`, as this module's `make`.
+ *
+ * @since 0.1.0
+ */
+export const make = PipelineConfig.make

@@ -30,7 +30,8 @@ import * as Schema from "effect/Schema"
 import { AgentConfig } from "../config/AgentConfig.js"
 import { decodeJson, type JsonRefused, safeText } from "../support/boundedJson.js"
 import { readBounded } from "./boundedBody.js"
-import { type ClientSetupError, ControlPlaneHttp, ControlPlaneHttpAnonymous } from "./ControlPlaneHttp.js"
+import { type ClientSetupError } from "./ControlPlaneHttp.js"
+import * as ControlPlaneHttp from "./ControlPlaneHttp.js"
 
 /**
  * The protocol major this agent speaks; sent on every request as `X-Nixfleet-Protocol`.
@@ -198,13 +199,13 @@ export class ControlPlaneTransport extends Context.Tag("@nixfleet/agent/ControlP
   static readonly layer: Layer.Layer<ControlPlaneTransport, ClientSetupError, AgentConfig> = Layer.effect(
     ControlPlaneTransport,
     HttpClient.HttpClient
-  ).pipe(Layer.provide(ControlPlaneHttp))
+  ).pipe(Layer.provide(ControlPlaneHttp.layer))
 
   /** The transport for first-boot enrollment: `ControlPlaneHttpAnonymous` (no client certificate). */
   static readonly layerAnonymous: Layer.Layer<ControlPlaneTransport, ClientSetupError, AgentConfig> = Layer.effect(
     ControlPlaneTransport,
     HttpClient.HttpClient
-  ).pipe(Layer.provide(ControlPlaneHttpAnonymous))
+  ).pipe(Layer.provide(ControlPlaneHttp.layerAnonymous))
 }
 
 /**
@@ -395,3 +396,24 @@ export class ControlPlaneClient extends Context.Tag("@nixfleet/agent/ControlPlan
     })
   )
 }
+
+/**
+ * The client over a `ControlPlaneTransport`: `ControlPlaneClient.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = ControlPlaneClient.layer
+
+/**
+ * The agent's own mTLS transport to the control plane: `ControlPlaneTransport.layer`.
+ *
+ * @since 0.1.0
+ */
+export const layerTransport = ControlPlaneTransport.layer
+
+/**
+ * The transport without a client certificate (enrollment): `ControlPlaneTransport.layerAnonymous`.
+ *
+ * @since 0.1.0
+ */
+export const layerTransportAnonymous = ControlPlaneTransport.layerAnonymous

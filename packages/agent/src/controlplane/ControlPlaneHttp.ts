@@ -315,7 +315,7 @@ const dispatcherPool = Effect.gen(function*() {
  *
  * @since 0.1.0
  */
-export const ControlPlaneHttp: Layer.Layer<HttpClient.HttpClient, ClientSetupError, AgentConfig> = Layer.scoped(
+export const layer: Layer.Layer<HttpClient.HttpClient, ClientSetupError, AgentConfig> = Layer.scoped(
   HttpClient.HttpClient,
   Effect.gen(function*() {
     const trust = yield* controlPlaneTrust
@@ -372,7 +372,7 @@ export const ControlPlaneHttp: Layer.Layer<HttpClient.HttpClient, ClientSetupErr
  *
  * @since 0.1.0
  */
-export const ControlPlaneHttpAnonymous: Layer.Layer<HttpClient.HttpClient, ClientSetupError, AgentConfig> = Layer
+export const layerAnonymous: Layer.Layer<HttpClient.HttpClient, ClientSetupError, AgentConfig> = Layer
   .scoped(
     HttpClient.HttpClient,
     Effect.gen(function*() {

@@ -81,7 +81,7 @@ export const sendHeartbeat = (timeout: Duration.DurationInput) =>
  *
  * @since 0.1.0
  */
-export const BootRecovery: Layer.Layer<
+export const layerBootRecovery: Layer.Layer<
   never,
   never,
   AgentConfig | ControlPlaneClient | Reducer | FileSystem.FileSystem
@@ -111,7 +111,7 @@ export const BootRecovery: Layer.Layer<
  *
  * @since 0.1.0
  */
-export const Heartbeat: Layer.Layer<
+export const layer: Layer.Layer<
   never,
   never,
   AgentConfig | ControlPlaneClient | Reducer | FileSystem.FileSystem | Shutdown

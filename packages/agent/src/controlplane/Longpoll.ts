@@ -64,7 +64,7 @@ export const handleDispatch = (dispatch: DispatchResponse) =>
 /**
  * @since 0.1.0
  */
-export const Longpoll: Layer.Layer<
+export const layer: Layer.Layer<
   never,
   never,
   AgentConfig | ControlPlaneClient | ManifestCache | HostLedger | Reducer | Shutdown | FileSystem.FileSystem

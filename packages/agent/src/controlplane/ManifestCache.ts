@@ -224,3 +224,10 @@ export class ManifestCache extends Context.Tag("@nixfleet/agent/ManifestCache")<
     })
   )
 }
+
+/**
+ * The cache in the state directory: `ManifestCache.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = ManifestCache.layer

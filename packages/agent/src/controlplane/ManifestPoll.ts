@@ -93,7 +93,7 @@ const refusalKind = (error: ManifestError) => `${error.reason}:${error.detail.re
 /**
  * @since 0.1.0
  */
-export const ManifestPoll: Layer.Layer<never, never, ManifestCache | Reducer | Shutdown | StatusBoard> = Layer
+export const layer: Layer.Layer<never, never, ManifestCache | Reducer | Shutdown | StatusBoard> = Layer
   .scopedDiscard(
     Effect.gen(function*() {
       const context = yield* Effect.context<ManifestCache | Reducer>()

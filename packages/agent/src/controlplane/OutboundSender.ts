@@ -251,7 +251,7 @@ const drain = (sender: Sender) =>
  *
  * @since 0.1.0
  */
-export const OutboundSender = Layer.scopedDiscard(
+export const layer = Layer.scopedDiscard(
   Effect.gen(function*() {
     const config = yield* AgentConfig
     const sender: Sender = {

@@ -124,7 +124,7 @@ export const checkRenewal = Effect.fn("CertificateRenewal.check")(function*(sett
  *
  * @since 0.1.0
  */
-export const CertificateRenewal: Layer.Layer<never, never, AgentConfig | ControlPlaneClient | Shutdown> = Layer
+export const layer: Layer.Layer<never, never, AgentConfig | ControlPlaneClient | Shutdown> = Layer
   .scopedDiscard(
     Effect.gen(function*() {
       const config = yield* AgentConfig

@@ -155,3 +155,17 @@ export const notifySystemd = (runtime: AgentRuntimeService) =>
       Effect.forkScoped
     )
   })
+
+/**
+ * Systemd notifications from the environment systemd gives its service: `SystemdNotify.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = SystemdNotify.layer
+
+/**
+ * No notifications (not under systemd, or embedded): `SystemdNotify.disabled`, as this module's `layerDisabled`.
+ *
+ * @since 0.1.0
+ */
+export const layerDisabled = SystemdNotify.disabled

@@ -213,7 +213,7 @@ const textfile = (file: string, context: Effect.Effect<string>) =>
 /**
  * @since 0.1.0
  */
-export const MetricsExporter: Layer.Layer<never, MetricsExporterError, Outbox | Reducer | AgentConfig> = Layer
+export const layer: Layer.Layer<never, MetricsExporterError, Outbox | Reducer | AgentConfig> = Layer
   .scopedDiscard(
     Effect.gen(function*() {
       const settings = yield* metricsConfig.pipe(

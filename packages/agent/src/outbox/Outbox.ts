@@ -137,3 +137,10 @@ export class Outbox extends Context.Tag("@nixfleet/agent/Outbox")<Outbox, Outbox
   static readonly layer: Layer.Layer<Outbox, OutboxError, AgentConfig | FileSystem | Path | CommandExecutor> = internal
     .layer(Outbox)
 }
+
+/**
+ * The outbox in the state directory: `Outbox.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = Outbox.layer

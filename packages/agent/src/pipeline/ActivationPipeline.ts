@@ -187,3 +187,10 @@ export class ActivationPipeline extends Context.Tag("@nixfleet/agent/ActivationP
         ((closure) => Effect.succeed({ _tag: "RolledBack", revertedToClosure: closure, fallback: null }))
     })
 }
+
+/**
+ * A pipeline that answers from a script (tests, demos): `ActivationPipeline.scripted`, as this module's `layerScripted`.
+ *
+ * @since 0.1.0
+ */
+export const layerScripted = ActivationPipeline.scripted

@@ -103,7 +103,7 @@ const ticker = (rolloutId: string, probe: Declared) =>
 /**
  * @since 0.1.0
  */
-export const ProbeScheduler = Layer.scopedDiscard(
+export const layer = Layer.scopedDiscard(
   Effect.gen(function*() {
     const channels = yield* RuntimeChannels
     const tickers = yield* FiberMap.make<string>()

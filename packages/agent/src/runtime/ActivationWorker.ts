@@ -347,7 +347,7 @@ const runIntent = Effect.fn("ActivationWorker.intent")(
  *
  * @since 0.1.0
  */
-export const ActivationWorker = Layer.scopedDiscard(
+export const layer = Layer.scopedDiscard(
   Effect.gen(function*() {
     const channels = yield* RuntimeChannels
     const context = yield* Effect.context<

@@ -18,7 +18,7 @@ export const ADVANCE_TICK = "5 seconds"
 /**
  * @since 0.1.0
  */
-export const AdvanceTicker = Layer.scopedDiscard(
+export const layer = Layer.scopedDiscard(
   Effect.gen(function*() {
     const reducer = yield* Reducer
     yield* forkWorker(

@@ -245,3 +245,17 @@ export class HostLedger extends Context.Tag("@nixfleet/agent/HostLedger")<HostLe
   /** A ledger in memory only, for tests and embedders without a state directory. */
   static readonly layerMemory: Layer.Layer<HostLedger> = Layer.effect(HostLedger, make(empty, () => Effect.void))
 }
+
+/**
+ * The ledger in the state directory: `HostLedger.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = HostLedger.layer
+
+/**
+ * A ledger in memory (tests): `HostLedger.layerMemory`, as this module's `layerMemory`.
+ *
+ * @since 0.1.0
+ */
+export const layerMemory = HostLedger.layerMemory

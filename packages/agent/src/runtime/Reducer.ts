@@ -776,3 +776,10 @@ const makeLoop = (
 
     return { handle }
   })
+
+/**
+ * The reducer and its fiber: `Reducer.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = Reducer.layer

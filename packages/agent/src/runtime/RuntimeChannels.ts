@@ -96,3 +96,10 @@ export class RuntimeChannels extends Context.Tag("@nixfleet/agent/RuntimeChannel
       })
     )
 }
+
+/**
+ * The channels, with capacities: `RuntimeChannels.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = RuntimeChannels.layer

@@ -67,3 +67,10 @@ export const drainUntilShutdown = <A, E, R>(
   queue: Queue.Dequeue<A>,
   handle: (item: A) => Effect.Effect<void, E, R>
 ): Effect.Effect<void, E, R | Shutdown> => untilShutdown(Queue.take(queue), handle, { ready: Queue.poll(queue) })
+
+/**
+ * A shutdown not yet asked for: `Shutdown.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = Shutdown.layer

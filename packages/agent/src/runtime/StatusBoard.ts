@@ -254,3 +254,17 @@ export class StatusBoard extends Context.Tag("@nixfleet/agent/StatusBoard")<Stat
       ))
   )
 }
+
+/**
+ * An empty board: `StatusBoard.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = StatusBoard.layer
+
+/**
+ * The logger that keeps the last error and warning on the board: `StatusBoard.logger`, as this module's `layerLogger`.
+ *
+ * @since 0.1.0
+ */
+export const layerLogger = StatusBoard.logger

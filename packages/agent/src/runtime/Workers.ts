@@ -172,3 +172,10 @@ export const forkWorker = <E, R>(
   options?: { readonly mayEnd?: boolean }
 ): Effect.Effect<Fiber.RuntimeFiber<void, E>, never, R | Scope.Scope> =>
   Effect.flatMap(Workers, (workers) => workers.fork(worker, effect, options))
+
+/**
+ * The runtime's supervised set: `Workers.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = Workers.layer

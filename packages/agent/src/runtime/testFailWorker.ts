@@ -22,7 +22,7 @@ import { WorkerHook } from "./Workers.js"
  *
  * @internal
  */
-export const failWorkerForTests = Layer.effect(
+export const layer = Layer.effect(
   WorkerHook,
   Effect.gen(function*() {
     const outer = yield* WorkerHook

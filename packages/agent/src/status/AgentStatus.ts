@@ -214,3 +214,10 @@ export const markRunning: Effect.Effect<void, never, StatusBoard> = Effect.flatM
   StatusBoard,
   (board) => SubscriptionRef.set(board.lifecycle, "running")
 )
+
+/**
+ * The agent's report on itself, and `status.json`: `AgentStatus.layer`, as this module's `layer`.
+ *
+ * @since 0.1.0
+ */
+export const layer = AgentStatus.layer

@@ -60,7 +60,7 @@ const claim = (path: string) =>
 /**
  * @since 0.1.0
  */
-export const StatusServer: Layer.Layer<never, StatusServerError, AgentStatus | AgentConfig> = Layer.scopedDiscard(
+export const layer: Layer.Layer<never, StatusServerError, AgentStatus | AgentConfig> = Layer.scopedDiscard(
   Effect.gen(function*() {
     const config = yield* AgentConfig
     const status = yield* AgentStatus

@@ -5,7 +5,7 @@ import { NodeContext } from "@effect/platform-node"
 import type { NixSandbox } from "@nixfleet/dev/NixFixtures"
 import { Effect, Layer } from "effect"
 import { PipelineConfig } from "../../src/config/PipelineConfig.js"
-import { ActivationPipelineLive } from "../../src/pipeline/ActivationPipelineLive.js"
+import * as NixActivationPipeline from "../../src/pipeline/NixActivationPipeline.js"
 
 /** Runs `effect` with extra environment variables (Nix's configuration), restoring them after. */
 export const withEnv = <A, E, R>(env: Readonly<Record<string, string>>, effect: Effect.Effect<A, E, R>) =>
@@ -26,7 +26,7 @@ export const withEnv = <A, E, R>(env: Readonly<Record<string, string>>, effect: 
   )
 
 export const pipeline = (sandbox: NixSandbox, verifyTimeoutSecs = 30) =>
-  ActivationPipelineLive.pipe(
+  NixActivationPipeline.layer.pipe(
     Layer.provide(PipelineConfig.make({
       currentSystemPath: sandbox.currentSystem,
       systemProfile: sandbox.profile,

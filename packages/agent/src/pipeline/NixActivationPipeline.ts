@@ -304,7 +304,7 @@ export const make = Effect.gen(function*() {
  *
  * @since 0.1.0
  */
-export const ActivationPipelineLive: Layer.Layer<ActivationPipeline, never, PipelineConfig | Platform> = Layer.effect(
+export const layer: Layer.Layer<ActivationPipeline, never, PipelineConfig | Platform> = Layer.effect(
   ActivationPipeline,
   make
 )
