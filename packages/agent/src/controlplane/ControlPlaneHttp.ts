@@ -145,7 +145,7 @@ const systemStore = Effect.gen(function*() {
 
 /**
  * The trust in the control plane: nothing for loopback http (refused elsewhere), else the
- * `--ca-cert` CA alone, else the system store. Logs nothing: see {@link announceTrust}.
+ * `--ca-cert` CA alone, else the system store. Logs nothing: the transport layers announce it once.
  *
  * @since 0.1.0
  */
