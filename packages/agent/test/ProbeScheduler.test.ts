@@ -4,7 +4,7 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer, Metric, Ref, TestClock, TestServices } from "effect"
+import { ConfigProvider, Deferred, Effect, Layer, Metric, Option, Ref, TestClock, TestServices } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -12,6 +12,9 @@ import { invalidHealthChecks } from "../src/probes/HealthChecks.js"
 import * as ProbeScheduler from "../src/probes/ProbeScheduler.js"
 import { Reducer } from "../src/runtime/Reducer.js"
 import { ReducerInput } from "../src/runtime/ReducerInput.js"
+import { Shutdown } from "../src/runtime/Shutdown.js"
+import { StatusBoard } from "../src/runtime/StatusBoard.js"
+import { WorkerHook, Workers } from "../src/runtime/Workers.js"
 import { manifestSet, PRIOR, reducerLayer, TARGET } from "./support/fixtures.js"
 import { MemoryOutboxHandle } from "./support/memoryOutbox.js"
 
@@ -100,6 +103,30 @@ const countOf = (rolloutId: string, kind: string) =>
   Effect.map(kinds(rolloutId), (k) => k.filter((x) => x.startsWith(kind)).length)
 
 describe("ProbeScheduler", () => {
+  it.scoped("a probe ticker that dies is a worker fault: named, and the runtime is asked to stop", () => {
+    const s = setup()
+    s.flag("up", true)
+    declare(s, { web: fileProbe(s, "up") })
+    const hook = <E, R>(worker: string, effect: Effect.Effect<void, E, R>): Effect.Effect<void, E, R> =>
+      worker === "ProbeScheduler.web" ? Effect.dieMessage("injected into the ticker") : effect
+    const supervised = ProbeScheduler.layer.pipe(
+      Layer.provideMerge(Workers.layer),
+      Layer.provideMerge(StatusBoard.layer),
+      Layer.provideMerge(reducerLayer({ healthChecksFile: s.healthChecks, stateDir: s.dir })),
+      Layer.provide(NodeContext.layer),
+      Layer.provide(Layer.succeed(WorkerHook, hook))
+    )
+    return Effect.gen(function*() {
+      yield* soak(ROLLOUT_A)
+      const workers = yield* Workers
+      yield* settle(Effect.map(workers.fault, Option.isSome))
+      const fault = yield* workers.fault
+      expect(Option.getOrThrow(fault)).toMatchObject({ worker: "ProbeScheduler.web" })
+      expect(Option.getOrThrow(fault).reason).toContain("injected into the ticker")
+      expect(yield* Deferred.isDone(yield* Shutdown)).toBe(true)
+    }).pipe(Effect.provide(supervised))
+  })
+
   it.scoped("declares the topology (disabled probes included) before any result, first run at once", () => {
     const s = setup()
     s.flag("up", true)

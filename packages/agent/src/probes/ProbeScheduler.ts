@@ -21,7 +21,7 @@ import { Reducer } from "../runtime/Reducer.js"
 import { ReducerInput } from "../runtime/ReducerInput.js"
 import { RuntimeChannels } from "../runtime/RuntimeChannels.js"
 import { drainUntilShutdown } from "../runtime/Shutdown.js"
-import { forkWorker } from "../runtime/Workers.js"
+import { forkWorker, Workers } from "../runtime/Workers.js"
 import { loadHealthChecks, type ProbeDeclaration } from "./HealthChecks.js"
 import { runProbe } from "./Runner.js"
 
@@ -107,6 +107,7 @@ export const layer = Layer.scopedDiscard(
   Effect.gen(function*() {
     const channels = yield* RuntimeChannels
     const tickers = yield* FiberMap.make<string>()
+    const workers = yield* Workers
     const context = yield* Effect.context<
       | AgentConfig
       | Reducer
@@ -139,7 +140,12 @@ export const layer = Layer.scopedDiscard(
         }))
         for (const probe of probes) {
           if (probe.mode === "disabled") continue
-          yield* FiberMap.run(tickers, probe.name, ticker(rolloutId, probe))
+          // Supervised like every worker; a ticker ends on its own once the rollout stops soaking.
+          yield* FiberMap.run(
+            tickers,
+            probe.name,
+            workers.watch(`ProbeScheduler.${probe.name}`, ticker(rolloutId, probe), { mayEnd: true })
+          )
         }
         yield* Effect.logInfo(`probes started: ${probes.filter((p) => p.mode !== "disabled").length}`)
       }).pipe(Effect.annotateLogs({ rolloutId }), Effect.provide(context))

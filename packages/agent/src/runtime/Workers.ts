@@ -61,6 +61,15 @@ export interface WorkersService {
     effect: Effect.Effect<void, E, R>,
     options?: { readonly mayEnd?: boolean }
   ) => Effect.Effect<Fiber.RuntimeFiber<void, E>, never, R | Scope.Scope>
+  /**
+   * `effect` watched as the worker `worker`, not forked: for a fiber another structure forks
+   * (a `FiberMap` of per-probe tickers), so that its death is a fault like any worker's.
+   */
+  readonly watch: <E, R>(
+    worker: string,
+    effect: Effect.Effect<void, E, R>,
+    options?: { readonly mayEnd?: boolean }
+  ) => Effect.Effect<void, E, R>
   /** The first fault, once there is one. */
   readonly fault: Effect.Effect<Option.Option<WorkerFault>>
   /** Completes on the first fault. */
@@ -91,7 +100,7 @@ const make = (
   Effect.gen(function*() {
     const first = yield* Deferred.make<WorkerFault>()
     const hook = yield* WorkerHook
-    const fork: WorkersService["fork"] = (worker, effect, options) =>
+    const watch: WorkersService["watch"] = (worker, effect, options) =>
       hook(worker, effect).pipe(
         Effect.onExit((exit) =>
           Effect.gen(function*() {
@@ -107,11 +116,12 @@ const make = (
             yield* Metric.increment(Metric.tagged(workerFaults, "worker", worker))
             yield* onFault(fault, cause)
           })
-        ),
-        Effect.forkScoped
+        )
       )
+    const fork: WorkersService["fork"] = (worker, effect, options) => Effect.forkScoped(watch(worker, effect, options))
     return {
       fork,
+      watch,
       fault: Deferred.poll(first).pipe(Effect.flatMap(Option.match({
         onNone: () => Effect.succeedNone,
         onSome: Effect.asSome
