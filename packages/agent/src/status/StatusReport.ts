@@ -11,14 +11,7 @@ import * as Schema from "effect/Schema"
 import { SettingWarning } from "../config/settings.js"
 import { TestGateOn } from "../config/testGates.js"
 import { OutboxSummary } from "../outbox/OutboxSummary.js"
-import {
-  DeliveryBlocked,
-  FleetRefused,
-  Lifecycle,
-  LoggedProblem,
-  MetricsListen,
-  WorkerFault
-} from "../runtime/StatusBoard.js"
+import * as Board from "../runtime/StatusBoard.js"
 
 // The parts of the report are defined by the layers that produce them; they are named here
 // too, as the report's vocabulary.
@@ -84,7 +77,7 @@ export const StatusReport = Schema.Struct({
     running: Schema.Boolean,
     pid: Schema.NullOr(Schema.Int),
     startedAt: Schema.NullOr(Schema.Date),
-    lifecycle: Lifecycle,
+    lifecycle: Board.Lifecycle,
     /** One line on what the agent is doing (also systemd's `STATUS=`). */
     phase: Schema.String,
     /** When this report was made. */
@@ -102,19 +95,19 @@ export const StatusReport = Schema.Struct({
   /** Present while writes wait for the state directory (absent in older reports). */
   waitingForDisk: Schema.optional(WaitingForDisk),
   /** Present while the control plane refuses the agent's events for its identity (absent in older reports). */
-  deliveryBlocked: Schema.optional(DeliveryBlocked),
+  deliveryBlocked: Schema.optional(Board.DeliveryBlocked),
   /** Present while the last fleet.resolved fetched was refused (absent in older reports). */
-  fleetRefused: Schema.optional(FleetRefused),
+  fleetRefused: Schema.optional(Board.FleetRefused),
   /** Settings whose value was replaced by the default (absent when none, and in older reports). */
   settingWarnings: Schema.optional(Schema.Array(SettingWarning)),
   /** Test gates that are on (absent when none, and in older reports). */
   testGates: Schema.optional(Schema.Array(TestGateOn)),
   /** The metrics endpoint, when one is configured (absent otherwise, and in older reports). */
-  metricsListen: Schema.optional(MetricsListen),
+  metricsListen: Schema.optional(Board.MetricsListen),
   /** The worker whose fault stopped the agent (absent otherwise, and in older reports). */
-  workerFault: Schema.optional(WorkerFault),
-  lastError: Schema.NullOr(LoggedProblem),
-  lastWarning: Schema.NullOr(LoggedProblem)
+  workerFault: Schema.optional(Board.WorkerFault),
+  lastError: Schema.NullOr(Board.LoggedProblem),
+  lastWarning: Schema.NullOr(Board.LoggedProblem)
 })
 
 /**
@@ -155,7 +148,7 @@ const inFlightOrder: ReadonlyArray<HostState> = ["Activating", "Deferred", "Soak
  *
  * @since 0.1.0
  */
-export const describePhase = (lifecycle: Lifecycle, rollouts: ReadonlyArray<RolloutSummary>): string => {
+export const describePhase = (lifecycle: Board.Lifecycle, rollouts: ReadonlyArray<RolloutSummary>): string => {
   switch (lifecycle) {
     case "starting":
       return "starting: boot recovery"
