@@ -6,12 +6,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { boot, buildClosure, makeSandbox } from "@nixfleet/dev/NixFixtures"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Effect, Option } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as Path from "node:path"
-import { layerWithProcessor, tracesUrl } from "../src/observability/Tracing.js"
+import { layer as tracingLayer, layerWithProcessor, tracesUrl } from "../src/observability/Tracing.js"
 import { ActivationPipeline } from "../src/pipeline/ActivationPipeline.js"
 import { describeNix } from "./nix/describeNix.js"
 import { TARGET } from "./support/fixtures.js"
@@ -40,6 +40,22 @@ describe("tracesUrl", () => {
       .toStrictEqual(Option.some("http://b/traces"))
     expect(tracesUrl({ base: Option.none(), traces: Option.none() })).toStrictEqual(Option.none())
   })
+})
+
+describe("Tracing.layer", () => {
+  it.scoped("an endpoint that is not a URL is one ERROR line and no tracing, not a failed start", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => lines.push(String(message))))
+      const provider = ConfigProvider.fromMap(new Map([["OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"]]))
+      const built = yield* Effect.exit(
+        Layer.build(tracingLayer).pipe(Effect.withConfigProvider(provider), Effect.provide(logger))
+      )
+      expect(built._tag).toBe("Success")
+      expect(lines.some((line) => line.includes("OTEL_EXPORTER_OTLP_ENDPOINT") && line.includes("not a URL"))).toBe(
+        true
+      )
+    }))
 })
 
 describeNix("traces of a real activation", () => {

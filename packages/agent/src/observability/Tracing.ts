@@ -69,6 +69,13 @@ export const layer: Layer.Layer<never> = Layer.unwrapEffect(
     const settings = yield* optionalSettings(endpoints, "OpenTelemetry settings are unreadable; not tracing")
     const url = Option.flatMap(settings, tracesUrl)
     if (Option.isNone(url)) return Layer.empty
+    // The exporter throws on a URL it cannot parse: that would stop the agent from starting.
+    if (!URL.canParse(url.value)) {
+      yield* Effect.logError(
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is not a URL; not tracing"
+      ).pipe(Effect.annotateLogs("url", url.value))
+      return Layer.empty
+    }
     const [{ BatchSpanProcessor }, { OTLPTraceExporter }] = yield* Effect.promise(() =>
       Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/exporter-trace-otlp-http")])
     )
