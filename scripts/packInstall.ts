@@ -38,7 +38,9 @@ const REPO = Path.resolve(import.meta.dirname, "..")
 const EXPECTED: Readonly<Record<string, ReadonlyArray<string>>> = {
   "@nixfleet/proto": ["verifyArtifact", "canonicalize", "ArtifactVerifyError"],
   "@nixfleet/state-machine": ["step", "newPending", "rehydrationEffects"],
-  "@nixfleet/agent": ["AgentRuntime"],
+  "@nixfleet/agent": ["AgentRuntime", "NixfleetAgent", "Outbox", "VERSION"],
+  "@nixfleet/agent/NixfleetAgent": ["layer", "layerConfig", "NixfleetAgent", "NixfleetAgentError"],
+  "@nixfleet/agent/AgentRuntime": ["layer", "runUntilShutdown", "AgentRuntime"],
   "@nixfleet/dev-control-plane": ["start"]
 }
 
@@ -570,6 +572,33 @@ const main = (): never => {
         ]
     )
   }
+
+  // Internals are sealed: a path the exports map does not list cannot be imported.
+  const SEALED = [
+    "@nixfleet/agent/dist/support/subprocess.js",
+    "@nixfleet/agent/support/subprocess",
+    "@nixfleet/agent/src/index.ts"
+  ]
+  const sealed = run(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `const out = []; for (const s of ${
+        JSON.stringify(SEALED)
+      }) { try { await import(s); out.push(s + " imported") } ` +
+      `catch (e) { if (e.code !== "ERR_PACKAGE_PATH_NOT_EXPORTED") out.push(s + ": " + e.code) } } ` +
+      "process.stdout.write(JSON.stringify(out))"
+    ],
+    project
+  )
+  let leaks: ReadonlyArray<string> = []
+  try {
+    leaks = JSON.parse(sealed.stdout)
+  } catch {
+    leaks = tail(sealed)
+  }
+  report("node: internals are not importable (ERR_PACKAGE_PATH_NOT_EXPORTED)", leaks)
 
   // (b) TypeScript as a consumer compiles: nodenext, strict, the declarations checked too.
   const typed = entries.filter((entry) => entry.types !== undefined && !entry.runtime.endsWith(".json"))

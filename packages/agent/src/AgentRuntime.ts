@@ -4,7 +4,9 @@
  * and certificate renewal, forked in the layer's scope (after boot recovery) as one supervised set
  * (`Workers`) and talking over bounded queues. A worker's fault stops the whole runtime. An
  * embedding program merges it into its own layers and stops it by closing the scope; the library installs no signal handler and reads configuration only through the
- * current `ConfigProvider`.
+ * current `ConfigProvider`. Every metric the runtime's fibers record carries its machine id
+ * (`Metrics.MACHINE_ID_LABEL`): two runtimes in one process keep their series apart, and
+ * each one's `/metrics` and textfile show its own, without the label.
  *
  * @since 0.1.0
  */
@@ -20,6 +22,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import { AgentConfig, type AgentConfigShape } from "./config/AgentConfig.js"
 import { ControlPlaneClient, ControlPlaneTransport } from "./controlplane/ControlPlaneClient.js"
 import type { ClientSetupError } from "./controlplane/ControlPlaneHttp.js"
@@ -29,6 +32,7 @@ import { ManifestCache } from "./controlplane/ManifestCache.js"
 import * as ManifestPoll from "./controlplane/ManifestPoll.js"
 import * as OutboundSender from "./controlplane/OutboundSender.js"
 import * as CertificateRenewal from "./identity/CertificateRenewal.js"
+import { labelLayer } from "./observability/Metrics.js"
 import { type MetricsExporterError } from "./observability/MetricsExporter.js"
 import * as MetricsExporter from "./observability/MetricsExporter.js"
 import { Outbox, type OutboxError } from "./outbox/Outbox.js"
@@ -37,6 +41,7 @@ import * as ProbeScheduler from "./probes/ProbeScheduler.js"
 import * as ActivationWorker from "./runtime/ActivationWorker.js"
 import * as AdvanceTicker from "./runtime/AdvanceTicker.js"
 import { HostLedger, type HostLedgerError } from "./runtime/HostLedger.js"
+import { awaitDelivered, Observation, type RecordedEvent, type Transition } from "./runtime/Observation.js"
 import { Reducer, type ReducerService } from "./runtime/Reducer.js"
 import { type Capacities, defaultCapacities, RuntimeChannels } from "./runtime/RuntimeChannels.js"
 import { Shutdown } from "./runtime/Shutdown.js"
@@ -69,6 +74,20 @@ export interface AgentRuntimeService {
   readonly status: AgentStatusService
   /** The first worker fault, once a worker died or ended unexpectedly (the runtime is then stopping). */
   readonly workerFault: Effect.Effect<Option.Option<WorkerFault>>
+  /**
+   * Each event the reducer stores in the outbox, once its row is committed, from the moment
+   * the stream runs. A subscriber that falls behind by more than `capacities.observed`
+   * loses the oldest (the agent never waits for it); the stream ends when the runtime stops.
+   */
+  readonly events: Stream.Stream<RecordedEvent>
+  /** Each state transition of a rollout, as `events` (same capacity, same end). */
+  readonly transitions: Stream.Stream<Transition>
+  /**
+   * Completes once every event stored before the call is settled with the control plane:
+   * acknowledged (2xx) or refused for good (dead-lettered). Waits as long as delivery
+   * takes: bound it with `Effect.timeout`.
+   */
+  readonly awaitDelivered: Effect.Effect<void>
 }
 
 /**
@@ -114,10 +133,11 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
     AgentRuntimeRequirements
   > => {
     const config = options.config === undefined ? AgentConfig.layer : AgentConfig.make(options.config)
+    const capacities = options.capacities ?? defaultCapacities
     const foundation = Workers.layer.pipe(
       Layer.provideMerge(Layer.mergeAll(
         Shutdown.layer,
-        RuntimeChannels.layer(options.capacities ?? defaultCapacities),
+        RuntimeChannels.layer(capacities),
         StatusBoard.layer
       ))
     )
@@ -146,19 +166,38 @@ export class AgentRuntime extends Context.Tag("@nixfleet/agent/AgentRuntime")<Ag
       )
     const handle = Layer.effect(
       AgentRuntime,
-      Effect.map(Effect.all([Shutdown, Reducer, AgentStatus, Workers]), ([deferred, reducer, status, workers]) => ({
-        shutdown: Effect.asVoid(Deferred.succeed(deferred, undefined)),
-        awaitShutdown: Deferred.await(deferred),
-        reducer,
-        status,
-        workerFault: workers.fault
-      }))
+      Effect.gen(function*() {
+        const [deferred, reducer, status, workers, observation] = yield* Effect.all([
+          Shutdown,
+          Reducer,
+          AgentStatus,
+          Workers,
+          Observation
+        ])
+        const delivered = yield* Effect.context<Outbox | Observation>()
+        return {
+          shutdown: Effect.asVoid(Deferred.succeed(deferred, undefined)),
+          awaitShutdown: Deferred.await(deferred),
+          reducer,
+          status,
+          workerFault: workers.fault,
+          events: observation.events,
+          transitions: observation.transitions,
+          awaitDelivered: Effect.provide(awaitDelivered, delivered)
+        }
+      })
     )
     // The board's logger is installed over everything that forks, so every fiber reports to it.
-    return Layer.mergeAll(workers, handle).pipe(
+    const runtime = Layer.mergeAll(workers, handle).pipe(
       Layer.provideMerge(core),
       Layer.provide(StatusBoard.logger),
-      Layer.provideMerge(foundation),
+      // Provided, not merged: the feeds reach the embedder through the handle only.
+      Layer.provide(Observation.layer(capacities.observed)),
+      Layer.provideMerge(foundation)
+    )
+    // Every fiber the runtime forks labels its metrics with the machine id (two agents in one
+    // process keep their series apart); the configuration is read first, to know it.
+    return Layer.unwrapEffect(Effect.map(AgentConfig, ({ machineId }) => labelLayer(machineId)(runtime))).pipe(
       Layer.provideMerge(config)
     )
   }

@@ -24,6 +24,7 @@ import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
 import { TrustConfig } from "@nixfleet/proto"
+import * as ConfigError from "effect/ConfigError"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -32,6 +33,7 @@ import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
 import * as Fs from "node:fs/promises"
 import * as AgentRuntime from "./AgentRuntime.js"
 import { AgentConfig } from "./config/AgentConfig.js"
@@ -41,12 +43,14 @@ import { ACTIVATION_TEST_MODE, PROBE_TEST_MODE } from "./config/testGates.js"
 import { enrollAnonymously, pendingEnrollment } from "./identity/Enrollment.js"
 import * as Tracing from "./observability/Tracing.js"
 import * as NixActivationPipeline from "./pipeline/NixActivationPipeline.js"
+import type * as Observation from "./runtime/Observation.js"
 import type { Capacities } from "./runtime/RuntimeChannels.js"
 import type { WorkerFault } from "./runtime/StatusBoard.js"
 import * as TestFailWorker from "./runtime/testFailWorker.js"
 import type { StatusReport } from "./status/StatusReport.js"
 import * as StatusServer from "./status/StatusServer.js"
 import { prepareStateDir } from "./support/pathSafety.js"
+import { lockStateDir } from "./support/stateDirLock.js"
 
 /**
  * Every setting of the agent. Only `machineId` and `controlPlaneUrl` are required; the
@@ -148,11 +152,47 @@ export class NixfleetAgentError extends Data.TaggedError("NixfleetAgentError")<{
 }> {}
 
 /**
+ * An event the agent stored in its outbox, for the control plane: its rollout, its seq (a
+ * rollout's events are numbered in order), its kind (`DispatchAck`, `ActivationStarted`,
+ * …, `Converged`) and the event itself (`body`, the value whose wire JSON is posted).
+ *
+ * @since 0.1.0
+ */
+export type RecordedEvent = Observation.RecordedEvent
+
+/**
+ * A change of a rollout's state (`Pending` → `Activating` → … → `Converged`): from, the
+ * agent's event that caused it (`LocalActivate`, …), to, and that event's timestamp.
+ *
+ * @since 0.1.0
+ */
+export type Transition = Observation.Transition
+
+/**
+ * The running agent, as its embedding program sees it. Nothing here changes what the
+ * agent does but `shutdown`.
+ *
  * @since 0.1.0
  */
 export interface NixfleetAgentService {
   /** The report `nixfleet-agent status` shows, as of now. */
   readonly status: Effect.Effect<StatusReport>
+  /**
+   * Each event the agent records, once it is durable (committed to the outbox), from the
+   * moment the stream runs: a rollout's events in seq order. A subscriber that falls more
+   * than `capacities.observed` (1024) behind loses the oldest; the agent never waits for
+   * it, and the control plane still gets every event. The stream ends when the agent stops.
+   */
+  readonly events: Stream.Stream<RecordedEvent>
+  /** Each state transition of a rollout, from the moment the stream runs (as `events`). */
+  readonly transitions: Stream.Stream<Transition>
+  /**
+   * Completes once every event recorded before the call has been delivered to the control
+   * plane: acknowledged by it, or refused by it for good and kept as a dead letter (probe
+   * chatter the outbox's cap dropped no longer counts). It waits as long as delivery takes
+   * (a control plane down, an agent it refuses): bound it with `Effect.timeout`.
+   */
+  readonly awaitDelivered: Effect.Effect<void>
   /** Asks every loop to stop taking new work; the scope's closing then drains them. */
   readonly shutdown: Effect.Effect<void>
   /** Completes once a shutdown was asked for (by `shutdown` or by a worker's fault). */
@@ -191,13 +231,17 @@ const checkTrustFile = Effect.gen(function*() {
 /**
  * What `run` checks before anything is written: the trust file, the state directory (created
  * 0700 when missing, refused when another user could steer it) and that no other agent
- * serves it; then first-boot enrollment when it is due.
+ * holds it (its lock, held for the layer's life; only then is a stale status socket
+ * removed); then first-boot enrollment when it is due.
  */
 const preflight = Effect.gen(function*() {
   yield* checkTrustFile
   const { stateDir } = yield* AgentConfig
   yield* prepareStateDir(stateDir).pipe(
     Effect.mapError((message) => new NixfleetAgentError({ reason: "StateDirectory", message }))
+  )
+  yield* lockStateDir(stateDir).pipe(
+    Effect.mapError((message) => new NixfleetAgentError({ reason: "AlreadyRunning", message }))
   )
   yield* StatusServer.claimStatusSocket(stateDir).pipe(
     Effect.mapError((error) => new NixfleetAgentError({ reason: "AlreadyRunning", message: error.message }))
@@ -259,15 +303,20 @@ export const layerConfig = (
     Effect.map(AgentRuntime.AgentRuntime, (runtime) =>
       NixfleetAgent.of({
         status: runtime.status.report,
+        events: runtime.events,
+        transitions: runtime.transitions,
+        awaitDelivered: runtime.awaitDelivered,
         shutdown: runtime.shutdown,
         awaitShutdown: runtime.awaitShutdown,
         workerFault: runtime.workerFault
       }))
   )
   return Layer.provideMerge(handle, runtime).pipe(
-    Layer.provide(Layer.effectDiscard(preflight)),
+    Layer.provide(Layer.scopedDiscard(preflight)),
     // Built first and released last: spans are flushed after the drain.
-    Layer.provide(Tracing.layer)
+    Layer.provide(Tracing.layer),
+    // Each agent its own: two in one layer graph never share an outbox or a reducer.
+    Layer.fresh
   )
 }
 
@@ -276,7 +325,17 @@ export const layerConfig = (
  *
  * @since 0.1.0
  */
-export const layer = (options: Options): Layer.Layer<Services, StartError, Platform> =>
-  layerConfig(options.capacities === undefined ? {} : { capacities: options.capacities }).pipe(
+export const layer = (options: Options): Layer.Layer<Services, StartError, Platform> => {
+  // A setting given as an empty or blank text is a mistake, never "the default".
+  const blank = Object.entries(KEYS).find(([name]) => {
+    const value: unknown = options[name as keyof typeof KEYS]
+    return typeof value === "string" && value.trim() === ""
+  })
+  if (blank !== undefined) {
+    const [name, key] = blank
+    return Layer.fail(ConfigError.InvalidData([key], `${name} (${key}) is empty`))
+  }
+  return layerConfig(options.capacities === undefined ? {} : { capacities: options.capacities }).pipe(
     Layer.provide(Layer.setConfigProvider(configProvider(options)))
   )
+}

@@ -11,6 +11,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { renderStatus } from "../src/cli/StatusTable.js"
 import { deliveryBlocked } from "../src/controlplane/OutboundSender.js"
+import { labelEffect } from "../src/observability/Metrics.js"
 import { Outbox } from "../src/outbox/Outbox.js"
 import { AgentStatus } from "../src/status/AgentStatus.js"
 import { eventually, startAgent, stateDirectory } from "./support/agentHarness.js"
@@ -23,8 +24,11 @@ interface Envelope {
   readonly event: { readonly kind: string; readonly seq: number }
 }
 
+// The agent's series carry its machine id.
 const gauge = (status: number) =>
-  Effect.map(Metric.value(Metric.tagged(deliveryBlocked, "status", String(status))), (state) => state.value)
+  Effect.map(Metric.value(Metric.tagged(deliveryBlocked, "status", String(status))), (state) => state.value).pipe(
+    labelEffect(HOST)
+  )
 
 describe("delivery blocked by a 401", () => {
   it.scopedLive(

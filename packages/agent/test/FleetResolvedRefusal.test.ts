@@ -11,6 +11,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { renderStatus } from "../src/cli/StatusTable.js"
 import { fleetRefusals, fleetRefused, MANIFEST_POLL_INTERVAL } from "../src/controlplane/ManifestPoll.js"
+import { labelEffect } from "../src/observability/Metrics.js"
 import { AgentStatus } from "../src/status/AgentStatus.js"
 import { eventually, type RunningAgent, startAgent, stateDirectory } from "./support/agentHarness.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
@@ -26,9 +27,12 @@ const fleetText = (cp: DevControlPlane) =>
 
 const report = (agent: RunningAgent) => Context.get(agent.context, AgentStatus).report
 
-const refusedGauge = Effect.map(Metric.value(fleetRefused), (state) => state.value)
+// The agent's series carry its machine id.
+const refusedGauge = Effect.map(Metric.value(fleetRefused), (state) => state.value).pipe(labelEffect(HOST))
 const refusalCount = (reason: string) =>
-  Effect.map(Metric.value(Metric.tagged(fleetRefusals, "reason", reason)), (state) => state.count)
+  Effect.map(Metric.value(Metric.tagged(fleetRefusals, "reason", reason)), (state) => state.count).pipe(
+    labelEffect(HOST)
+  )
 
 const linkCurrentSystem = (dir: string) => Fs.symlinkSync(`/nix/store/${PRIOR}`, Path.join(dir, "current-system"))
 

@@ -23,6 +23,7 @@ import {
   testModeGauge,
   WEDGE_REDUCER
 } from "../src/config/testGates.js"
+import { labelEffect } from "../src/observability/Metrics.js"
 import { metricsListenUp } from "../src/observability/MetricsExporter.js"
 import { makePrivate } from "../src/outbox/files.js"
 import { fire } from "../src/pipeline/phases/Fire.js"
@@ -87,7 +88,7 @@ describe("metrics that cannot bind never stop the agent", () => {
         const down = yield* status
         expect(down.metricsListen).toMatchObject({ address: `127.0.0.1:${port}`, up: false })
         expect(down.metricsListen?.error).toMatch(/^EADDRINUSE: /)
-        expect((yield* Metric.value(metricsListenUp)).value).toBe(0)
+        expect((yield* labelEffect(HOST)(Metric.value(metricsListenUp))).value).toBe(0)
         const errors = (yield* agent.logs).filter((line) => line.startsWith("ERROR"))
         expect(errors).toHaveLength(1)
         expect(errors[0]).toMatch(new RegExp(`cannot serve metrics on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*retrying`))
@@ -103,7 +104,7 @@ describe("metrics that cannot bind never stop the agent", () => {
         expect(yield* scrape(port)).toBe(200)
         const up = yield* status
         expect(up.metricsListen).toMatchObject({ address: `127.0.0.1:${port}`, up: true, error: "" })
-        expect((yield* Metric.value(metricsListenUp)).value).toBe(1)
+        expect((yield* labelEffect(HOST)(Metric.value(metricsListenUp))).value).toBe(1)
         // Still one ERROR line: the retries while it was taken said nothing more.
         expect((yield* agent.logs).filter((line) => line.startsWith("ERROR"))).toHaveLength(1)
       }),

@@ -13,6 +13,7 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { certificateRenewals } from "../src/identity/CertificateRenewal.js"
+import { labelEffect } from "../src/observability/Metrics.js"
 import { eventually, startAgent, stateDirectory } from "./support/agentHarness.js"
 import { fingerprintOf, HOST_KEY_FILE, HOST_PUBKEY, HOST_SPKI } from "./support/certificates.js"
 import { PRIOR, TARGET } from "./support/fixtures.js"
@@ -24,10 +25,11 @@ const TIMEOUT = 90_000
 const stateOf = (cp: DevControlPlane, rolloutId: string) =>
   Effect.map(cp.hostStates, (states) => states.get(`${rolloutId}/${HOST}`)?.state)
 
+// The agent's series carry its machine id.
 const renewed = Effect.map(
   Metric.value(Metric.tagged(certificateRenewals, "outcome", "renewed")),
   (state) => state.count
-)
+).pipe(labelEffect(HOST))
 
 describe("renewal with the SSH host key", () => {
   it.scopedLive(

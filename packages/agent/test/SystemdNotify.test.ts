@@ -141,7 +141,10 @@ describe("notifySystemd", () => {
     awaitShutdown: Effect.never,
     reducer: { offer: () => Effect.void, submit } as unknown as ReducerService,
     status: { phase: Stream.make("idle: no rollout yet"), report: Effect.never } as unknown as AgentStatusService,
-    workerFault
+    workerFault,
+    events: Stream.empty,
+    transitions: Stream.empty,
+    awaitDelivered: Effect.void
   })
 
   it.scoped("pings the watchdog while the reducer answers", () =>

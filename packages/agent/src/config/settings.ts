@@ -497,7 +497,9 @@ export const fallbacks = <R extends Record.ReadonlyRecord<string, SettingRule<un
   Record.map(rules, (rule) => rule.fallback) as SettingValues<R>
 
 /**
- * A setting the agent cannot do without: absent, empty or unusable, reading it fails.
+ * A setting the agent cannot do without: absent, empty or unusable, reading it fails. The
+ * error's message names the setting itself (its path is not part of a `ConfigError`'s
+ * message, which is all an embedder or `run` shows).
  *
  * @internal
  */
@@ -505,8 +507,8 @@ export const required = <A>(setting: Setting<A>): Config.Config<A> =>
   Config.nested(
     Config.string().pipe(Config.mapOrFail((text) =>
       text === ""
-        ? Either.left(ConfigError.MissingData([], "Expected a non-empty string"))
-        : Either.mapLeft(setting.parse(text), (problem) => ConfigError.InvalidData([], problem))
+        ? Either.left(ConfigError.MissingData([], `${settingName(setting)} is empty`))
+        : Either.mapLeft(setting.parse(text), (problem) => ConfigError.InvalidData([], refusal(setting, text, problem)))
     )),
     setting.key
   )

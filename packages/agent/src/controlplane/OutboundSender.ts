@@ -21,6 +21,7 @@ import * as Metric from "effect/Metric"
 import * as Ref from "effect/Ref"
 import { AgentConfig } from "../config/AgentConfig.js"
 import { Outbox, type OutboxError, type OutboxRow, type OutboxService } from "../outbox/Outbox.js"
+import { Observation, type ObservationService } from "../runtime/Observation.js"
 import { untilShutdown } from "../runtime/Shutdown.js"
 import { StatusBoard, type StatusBoardService } from "../runtime/StatusBoard.js"
 import { describeDeliveryBlocked } from "../runtime/StatusBoard.js"
@@ -125,6 +126,8 @@ interface Sender {
   readonly outbox: OutboxService
   readonly client: ControlPlaneClientService
   readonly board: StatusBoardService
+  /** Told how far delivery has come (`awaitDelivered` watches it). */
+  readonly observation: ObservationService
   /** The events endpoint, as the blocked line names it. */
   readonly url: string
 }
@@ -224,16 +227,20 @@ const deliver = Effect.fn("OutboundSender.deliver")(
 
 /**
  * Delivers pages until the outbox is empty. Delivered rows are acknowledged per page in one
- * commit (one fsync per page instead of one per event).
+ * commit (one fsync per page instead of one per event). Once a commit is made, every row
+ * up to the last one settled (delivered or dead-lettered) is settled: rows go in id order.
  */
 const drain = (sender: Sender) =>
   Effect.gen(function*() {
     const acknowledged: Array<number> = []
+    let settled = 0
     // A failed flush puts its ids back, so the next flush tries them again.
     const flush = Effect.suspend(() => {
       const ids = acknowledged.splice(0)
+      const through = settled
       return sender.outbox.acknowledgeMany(ids).pipe(
-        Effect.tapError(() => Effect.sync(() => acknowledged.unshift(...ids)))
+        Effect.tapError(() => Effect.sync(() => acknowledged.unshift(...ids))),
+        Effect.zipRight(through === 0 ? Effect.void : sender.observation.settled(through))
       )
     })
     while (true) {
@@ -241,6 +248,7 @@ const drain = (sender: Sender) =>
       if (rows.length === 0) return
       for (const row of rows) {
         if ((yield* deliver(sender, row, flush)) === "delivered") acknowledged.push(row.id)
+        settled = row.id
       }
       yield* Effect.retry(flush, deliveryRetry)
     }
@@ -258,6 +266,7 @@ export const layer = Layer.scopedDiscard(
       outbox: yield* Outbox,
       client: yield* ControlPlaneClient,
       board: yield* StatusBoard,
+      observation: yield* Observation,
       url: `${config.controlPlaneUrl.replace(/\/+$/, "")}/v1/agent/events`
     }
     // Every status starts at 0, so an alert on the gauge has a series to watch.

@@ -12,7 +12,11 @@
  */
 import { HostStates } from "@nixfleet/state-machine"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
+import type * as MetricPair from "effect/MetricPair"
 import * as Ref from "effect/Ref"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as Crypto from "node:crypto"
@@ -21,6 +25,53 @@ import { AgentConfig } from "../config/AgentConfig.js"
 import { Outbox } from "../outbox/Outbox.js"
 import { Reducer, waitingForDisk } from "../runtime/Reducer.js"
 import { VERSION } from "../support/version.js"
+
+/**
+ * The label every metric an agent's fibers record carries: its machine id. Effect's metric
+ * registry is process-wide, so two agents in one process would otherwise add to the same
+ * series; each agent's exposition keeps its own series and leaves the label out, so
+ * Prometheus sees what a lone agent always exposed. A program reading the registry itself
+ * (`Metric.value`, `Metric.snapshot`) sees it.
+ *
+ * @since 0.1.0
+ */
+export const MACHINE_ID_LABEL = "nixfleet_agent_machine_id"
+
+const withMachineId = (machineId: string) => (labels: ReadonlyArray<MetricLabel.MetricLabel>) => [
+  ...labels.filter((label) => label.key !== MACHINE_ID_LABEL),
+  MetricLabel.make(MACHINE_ID_LABEL, machineId)
+]
+
+/**
+ * Builds `layer` with every metric its fibers record (those it forks included) labelled
+ * with `machineId`.
+ *
+ * @since 0.1.0
+ */
+export const labelLayer = (machineId: string) => <A, E, R>(layer: Layer.Layer<A, E, R>): Layer.Layer<A, E, R> =>
+  Layer.locallyWith(layer, FiberRef.currentMetricLabels, withMachineId(machineId))
+
+/**
+ * Runs `effect` with the metrics it records (or reads) labelled with `machineId`.
+ *
+ * @since 0.1.0
+ */
+export const labelEffect = (machineId: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.locallyWith(effect, FiberRef.currentMetricLabels, withMachineId(machineId))
+
+/**
+ * The series one agent recorded: the other agents' series and those recorded outside any
+ * agent are left out.
+ *
+ * @since 0.1.0
+ */
+export const seriesOf = (
+  machineId: string,
+  pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>
+): ReadonlyArray<MetricPair.MetricPair.Untyped> =>
+  pairs.filter((pair) =>
+    pair.metricKey.tags.some((label) => label.key === MACHINE_ID_LABEL && label.value === machineId)
+  )
 
 const outboxPending = Metric.gauge("nixfleet_agent_outbox_pending", {
   description: "Events in the outbox waiting for the control plane"

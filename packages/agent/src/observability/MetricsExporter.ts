@@ -21,7 +21,7 @@ import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs/promises"
 import type * as Net from "node:net"
 import * as Path from "node:path"
-import type { AgentConfig } from "../config/AgentConfig.js"
+import { AgentConfig } from "../config/AgentConfig.js"
 import type { Outbox } from "../outbox/Outbox.js"
 import type { Reducer } from "../runtime/Reducer.js"
 import { StatusBoard } from "../runtime/StatusBoard.js"
@@ -31,7 +31,7 @@ import { writeFileAtomicEffect } from "../support/atomicFile.js"
 import { getOnly, type ListenRefused, serveHttp } from "../support/httpServer.js"
 import { parseListen } from "../support/listen.js"
 import { describeUnsafe, findUnsafe } from "../support/pathSafety.js"
-import { sampleGauges } from "./Metrics.js"
+import { labelEffect, MACHINE_ID_LABEL, sampleGauges, seriesOf } from "./Metrics.js"
 import { CONTENT_TYPE, render } from "./prometheus.js"
 
 /**
@@ -83,17 +83,22 @@ export const metricsConfig = Config.all({
 export const METRIC_PREFIX = "nixfleet_agent_"
 
 /**
- * The current exposition: the sampled gauges refreshed, then the agent's metrics.
+ * The current exposition of this agent (its machine id's series, see `MACHINE_ID_LABEL`):
+ * the sampled gauges refreshed, then its metrics, without the machine-id label. Another
+ * agent in the same process has its own.
  *
  * @since 0.1.0
  */
-export const exposition: Effect.Effect<string, never, Outbox | Reducer | AgentConfig> = Effect.zipRight(
-  sampleGauges,
-  Effect.map(
-    Metric.snapshot,
-    (pairs) => render(pairs.filter((pair) => pair.metricKey.name.startsWith(METRIC_PREFIX)))
+export const exposition: Effect.Effect<string, never, Outbox | Reducer | AgentConfig> = Effect.gen(function*() {
+  const { machineId } = yield* AgentConfig
+  // Labelled here too: a last textfile is written from the fiber that closes the agent.
+  yield* labelEffect(machineId)(sampleGauges)
+  const pairs = yield* Metric.snapshot
+  return render(
+    seriesOf(machineId, pairs).filter((pair) => pair.metricKey.name.startsWith(METRIC_PREFIX)),
+    { omit: MACHINE_ID_LABEL }
   )
-)
+})
 
 /** The first retry after a refused bind; each next one waits twice as long, up to the cap. */
 const BIND_RETRY_FIRST = "1 second"

@@ -40,11 +40,15 @@ interface Family {
 /**
  * The exposition of `pairs`: one `# HELP`/`# TYPE` header per metric name, the series of
  * every tag set under it, sorted so that successive scrapes diff cleanly. Frequency
- * and summary metrics are not used by the agent and are left out.
+ * and summary metrics are not used by the agent and are left out. A label named in
+ * `omit` is left out of every series (the caller made sure it tells none apart).
  *
  * @internal
  */
-export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+export const render = (
+  pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>,
+  options: { readonly omit?: string } = {}
+): string => {
   const families = new Map<string, Family>()
   const family = (name: string, type: Family["type"], description: Option.Option<string>) => {
     let found = families.get(name)
@@ -55,7 +59,8 @@ export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): str
     return found
   }
   const series = pairs.map(({ metricKey, metricState }) => {
-    const tags = metricKey.tags.map((label) => [label.key, label.value] as const)
+    const tags = metricKey.tags.filter((label) => label.key !== options.omit)
+      .map((label) => [label.key, label.value] as const)
       .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
     return { metricKey, metricState, tags, order: `${metricKey.name}${labels(tags)}` }
   }).sort((a, b) => a.order < b.order ? -1 : a.order > b.order ? 1 : 0)

@@ -116,6 +116,11 @@ export interface OutboxService {
    * queue is never shadowed by a new one with the same seq.
    */
   readonly maxSeq: (rolloutId: string) => Effect.Effect<number, OutboxError>
+  /**
+   * The id of the newest pending row, 0 when none is pending. Ids grow with every row and
+   * are never reused: the rows pending now are those whose id is at most this one.
+   */
+  readonly newestId: Effect.Effect<number, OutboxError>
   /** The most recent dead letters, newest first. */
   readonly deadLetters: (limit: number) => Effect.Effect<ReadonlyArray<DeadLetter>, OutboxError>
   readonly stats: Effect.Effect<OutboxStats, OutboxError>

@@ -154,6 +154,8 @@ export const make = (options: {
       return yield* store.selectMaxSeq(sql, rolloutId).pipe(guard("maxSeq", `rollout ${rolloutId}`))
     })
 
+    const newestId = store.selectNewestId(sql).pipe(guard("newestId"), Effect.withSpan("Outbox.newestId"))
+
     const deadLetters = Effect.fn("Outbox.deadLetters")(function*(limit: number) {
       return yield* store.selectDeadLetters(sql, pageSize(limit)).pipe(guard("deadLetters"))
     })
@@ -181,6 +183,7 @@ export const make = (options: {
       deadLetter,
       pendingCount,
       maxSeq,
+      newestId,
       deadLetters,
       stats,
       awaitEnqueued: Queue.take(enqueued)

@@ -204,6 +204,12 @@ export const countPending = (
   )
 
 /**
+ * The id of the newest pending row, 0 when none is pending (the primary key answers it).
+ */
+export const selectNewestId = (sql: SqlClient.SqlClient): Effect.Effect<number, SqlError | ParseResult.ParseError> =>
+  Effect.flatMap(sql`SELECT coalesce(max(id), 0) AS n FROM outbox`, count)
+
+/**
  * The most recent `limit` dead letters, newest first.
  */
 export const selectDeadLetters = (

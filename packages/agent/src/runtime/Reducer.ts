@@ -30,6 +30,7 @@ import { Outbox, type OutboxEntry } from "../outbox/Outbox.js"
 import { describeError, errnoOf } from "../support/describeError.js"
 import { HostLedger, type SwitchRecord } from "./HostLedger.js"
 import { type ManifestSet, resolvePolicy } from "./ManifestSet.js"
+import { Observation } from "./Observation.js"
 import { failGate, passGate, type SynthesisedEvent } from "./reducer/advanceGates.js"
 import { entryOf, type RolloutEntry } from "./reducer/entry.js"
 import { nextFailureWindows } from "./reducer/failureWindows.js"
@@ -254,6 +255,7 @@ const makeLoop = (
     const outbox = yield* Outbox
     const ledger = yield* HostLedger
     const channels = yield* RuntimeChannels
+    const observation = yield* Observation
 
     const rollouts = new Map<string, RolloutEntry>()
     // Evicted finished rollouts, oldest first (a set keeps insertion order).
@@ -320,6 +322,10 @@ const makeLoop = (
 
     const refused = (error: unknown): WriteRefused => ({ detail: describeError(error), errno: errnoOf(error) })
 
+    /** Said only once the row is committed: an observer never sees an event that could be lost. */
+    const recorded = (entry: OutboxEntry) =>
+      observation.recorded({ rolloutId: entry.rolloutId, seq: entry.seq, kind: entry.event._tag, body: entry.event })
+
     /** One attempt at a held write; an activation is released to the worker's queue. */
     const attempt = (write: HeldWrite, first: boolean): Effect.Effect<void, WriteRefused> => {
       switch (write._tag) {
@@ -329,15 +335,19 @@ const makeLoop = (
           return outbox.enqueue(write.entry).pipe(
             Effect.mapError(refused),
             Effect.flatMap((inserted) =>
-              inserted ? Effect.void : (first
+              inserted ? recorded(write.entry) : (first
                 ? Effect.zipRight(
                   // Impossible while every record numbers above the outbox's highest seq (seqFloor).
                   Effect.logError("event NOT stored: its seq is already taken in the outbox (a seq numbering defect)")
                     .pipe(Effect.annotateLogs({ seq: write.entry.seq, payload: JSON.stringify(write.entry.event) })),
                   Metric.increment(Metric.tagged(droppedEvents, "reason", "seq_taken"))
                 )
-                // A retry of a write whose commit reached the disk though it was reported failed.
-                : Effect.logDebug("held event already in the outbox: kept the stored row"))
+                // A retry of a write whose commit reached the disk though it was reported failed:
+                // stored, and not yet said.
+                : Effect.zipRight(
+                  Effect.logDebug("held event already in the outbox: kept the stored row"),
+                  recorded(write.entry)
+                ))
                 .pipe(Effect.annotateLogs({ rolloutId: write.entry.rolloutId, kind: write.entry.event._tag }))
             )
           )
@@ -625,6 +635,18 @@ const makeLoop = (
           LogLevel.Debug
         )
         for (const command of result.right.effects) yield* apply(command)
+        // After the commands: the step's event is stored (or held for the disk) by now.
+        for (const command of result.right.effects) {
+          if (command._tag === "RecordTransition") {
+            yield* observation.transitioned({
+              rolloutId,
+              from: command.from,
+              event: event._tag,
+              to: command.to,
+              at: command.at
+            })
+          }
+        }
       }).pipe(Effect.annotateLogs({ rolloutId, event: event._tag }))
 
     /** Finished rollouts beyond those kept for `status` leave the map; their ids are remembered. */

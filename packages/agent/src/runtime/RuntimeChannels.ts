@@ -62,6 +62,11 @@ export interface Capacities {
    * behind a running activation.
    */
   readonly activationIntents: number
+  /**
+   * Events (and, separately, transitions) a subscriber of the runtime's feeds may fall
+   * behind by before it loses the oldest; 1024 when absent (see `Observation`).
+   */
+  readonly observed?: number
 }
 
 /** @since 0.1.0 */

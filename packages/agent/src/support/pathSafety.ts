@@ -136,9 +136,17 @@ export const prepareStateDir = (directory: string): Effect.Effect<void, string> 
         const missing = await Fs.lstat(directory).then(() => false, () => true)
         if (!missing) return
         await Fs.mkdir(Path.dirname(Path.resolve(directory)), { recursive: true, mode: 0o755 })
-        await Fs.mkdir(directory, { mode: 0o700 })
+        // Another agent starting at the same moment may have just made it: the checks below
+        // judge whatever is there, and the state directory's lock decides which agent runs.
+        const made = await Fs.mkdir(directory, { mode: 0o700 }).then(
+          () => true,
+          (error: NodeJS.ErrnoException) => {
+            if (error.code === "EEXIST") return false
+            throw error
+          }
+        )
         // The umask may have narrowed 0700 further, never widened it; set it exactly.
-        await Fs.chmod(directory, 0o700)
+        if (made) await Fs.chmod(directory, 0o700)
       },
       catch: (error) => `cannot create the state directory ${directory}: ${describeError(error)}`
     })

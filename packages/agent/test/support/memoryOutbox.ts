@@ -72,6 +72,7 @@ export const memoryOutboxLayer = Layer.effectContext(
           ([all, d]) =>
             [...all, ...d].filter((row) => row.rolloutId === rolloutId).reduce((max, row) => Math.max(max, row.seq), 0)
         ),
+      newestId: Effect.map(Ref.get(rows), (all) => all.at(-1)?.id ?? 0),
       deadLetters: (limit) => Effect.map(Ref.get(dead), (all) => all.slice(0, limit)),
       stats: Effect.map(Effect.all([Ref.get(rows), Ref.get(dead)]), ([all, d]) => ({
         pending: all.length,
