@@ -15,6 +15,14 @@ const EXAMPLE = Path.join(REPO, "packages/agent/examples/embedding.ts")
 const TARGET = `${"b".repeat(32)}-nixos-system-web-01`
 
 describe("the embedding example", () => {
+  it("is the README's, to the letter (from its first import on)", () => {
+    const readme = Fs.readFileSync(Path.join(REPO, "README.md"), "utf8")
+    const section = readme.slice(readme.indexOf("## Embedding\n"))
+    const block = /```ts\n([\s\S]*?)```/.exec(section)?.[1]
+    const source = Fs.readFileSync(EXAMPLE, "utf8")
+    expect(block?.trim()).toBe(source.slice(source.indexOf("import ")).trim())
+  })
+
   it.scopedLive(
     "converges a rollout against the dev control plane in test mode, logs it and exits",
     () =>
