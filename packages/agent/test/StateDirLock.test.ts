@@ -38,7 +38,7 @@ describe("state directory lock", () => {
       const second = yield* Effect.either(lockStateDir(dir))
       expect(second).toMatchObject({
         _tag: "Left",
-        left: expect.stringContaining(`another nixfleet-agent is running on ${dir}`)
+        left: expect.stringContaining(`another agent is running on this state directory (${dir}`)
       })
       yield* Scope.close(first, Exit.void)
       expect(yield* Effect.either(lockStateDir(dir))).toMatchObject({ _tag: "Right" })

@@ -50,20 +50,16 @@ const configurationError = (detail: string) =>
   })
 
 /**
- * While the agent starts (first-boot enrollment can wait for a cold control plane longer
- * than systemd's start timeout), systemd's timeout is extended; once it is up, the watchdog
- * and READY take over.
+ * While the agent enrolls (first boot: waiting for a cold control plane can outlast
+ * systemd's start timeout), systemd's timeout is extended.
  */
-const keepStarting = (systemd: SystemdNotifyService) =>
-  Effect.gen(function*() {
-    const enrolling = yield* pendingEnrollment.pipe(Effect.provide(AgentConfig.layer), Effect.orElseSucceed(() => null))
-    if (enrolling === null) return yield* Effect.never
-    const extension = Duration.toMillis(Duration.times(ENROLLMENT_RETRY_INTERVAL, 3)) * 1000
-    return yield* systemd.notify(`STATUS=enrolling with the control plane\nEXTEND_TIMEOUT_USEC=${extension}`).pipe(
-      Effect.zipRight(Effect.sleep(ENROLLMENT_RETRY_INTERVAL)),
-      Effect.forever
-    )
-  })
+const extendStartTimeout = (systemd: SystemdNotifyService) => {
+  const extension = Duration.toMillis(Duration.times(ENROLLMENT_RETRY_INTERVAL, 3)) * 1000
+  return systemd.notify(`STATUS=enrolling with the control plane\nEXTEND_TIMEOUT_USEC=${extension}`).pipe(
+    Effect.zipRight(Effect.sleep(ENROLLMENT_RETRY_INTERVAL)),
+    Effect.forever
+  )
+}
 
 /**
  * The daemon, for `run`'s validated flags: until SIGTERM or SIGINT, then drained.
@@ -89,11 +85,12 @@ export const runDaemon = (options: RunOptions): Effect.Effect<void, never, ExitS
           yield* Deferred.await(stopRequested).pipe(Effect.zipRight(handle.shutdown), Effect.forkIn(scope))
         })
     })
-    // Until the agent is up: the start timeout is extended while it enrolls, and a stop
-    // request ends the start there (the agent's scope is closed). Once it is up, `onStarted`
-    // turns a stop request into a drain.
-    const whileStarting = Effect.raceFirst(
-      Effect.raceFirst(Deferred.await(stopRequested), keepStarting(systemd)),
+    // A first boot enrolls before the agent is up: meanwhile the start timeout is extended,
+    // and a stop request ends the start there (the agent's scope is closed). Otherwise a stop
+    // request during the start waits for it, and `onStarted` turns it into a drain.
+    const enrolling = yield* pendingEnrollment.pipe(Effect.provide(AgentConfig.layer), Effect.orElseSucceed(() => null))
+    const whileStarting = enrolling === null ? Effect.never : Effect.raceFirst(
+      Effect.raceFirst(Deferred.await(stopRequested), extendStartTimeout(systemd)),
       Deferred.await(started)
     ).pipe(
       Effect.zipRight(Deferred.isDone(started)),

@@ -42,7 +42,7 @@ export const lockStateDir = (stateDir: string): Effect.Effect<void, string, Scop
       },
       catch: (error) =>
         error instanceof Error && "code" in error && (error.code === "SQLITE_BUSY" || error.code === "SQLITE_LOCKED")
-          ? `another nixfleet-agent is running on ${stateDir} (it holds ${file})`
+          ? `another agent is running on this state directory (${stateDir}: it holds ${file})`
           : `cannot lock ${file}: ${describeError(error)}`
     }),
     (db) => Effect.sync(() => db.close())
