@@ -10,28 +10,20 @@ import { describe, expect, it } from "@effect/vitest"
 import { type DevControlPlane, start } from "@nixfleet/dev-control-plane"
 import { Chunk, Context, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import * as Fs from "node:fs"
-import * as Os from "node:os"
 import * as Path from "node:path"
 import * as NixfleetAgent from "../src/NixfleetAgent.js"
 import { MACHINE_ID_LABEL } from "../src/observability/Metrics.js"
 import { defaultCapacities } from "../src/runtime/RuntimeChannels.js"
 import { entry, openOutbox, ROLLOUT_A, tempStateDir } from "./fixtures/outbox/support.js"
 import { HOST_KEY_FILE, HOST_SPKI } from "./support/certificates.js"
-import { PRIOR, TARGET } from "./support/fixtures.js"
+import { TARGET } from "./support/fixtures.js"
+import { hostDirectory as makeHostDirectory } from "./support/hostDirectory.js"
 import { unusedPort } from "./support/ports.js"
 import { eventually } from "./support/processes.js"
 
 const TIMEOUT = 90_000
 
-/** A host in a fresh directory (removed with the scope). */
-const hostDirectory = Effect.acquireRelease(
-  Effect.sync(() => {
-    const dir = Fs.realpathSync(Fs.mkdtempSync(Path.join(Os.tmpdir(), "nixfleet-observe-")))
-    Fs.symlinkSync(`/nix/store/${PRIOR}`, Path.join(dir, "current-system"))
-    return dir
-  }),
-  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-)
+const hostDirectory = makeHostDirectory("nixfleet-observe-")
 
 /**
  * A control plane whose fleet already names the channel's policy: an agent started before

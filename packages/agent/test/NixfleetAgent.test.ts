@@ -13,28 +13,20 @@ import { type DevControlPlane, start } from "@nixfleet/dev-control-plane"
 import { Config, ConfigError, ConfigProvider, Context, Effect, Exit, Layer, Schema, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
-import * as Os from "node:os"
 import * as Path from "node:path"
 import { statusFile, statusSocket } from "../src/config/stateFiles.js"
 import { ACTIVATION_TEST_MODE } from "../src/config/testGates.js"
 import * as NixfleetAgent from "../src/NixfleetAgent.js"
 import { StatusReportJson } from "../src/status/StatusReport.js"
-import { PRIOR, TARGET } from "./support/fixtures.js"
+import { TARGET } from "./support/fixtures.js"
+import { hostDirectory as makeHostDirectory } from "./support/hostDirectory.js"
 import { unusedPort } from "./support/ports.js"
 import { AGENT, eventually, spawnScript, tail } from "./support/processes.js"
 
 const HOST = "web-01"
 const TIMEOUT = 60_000
 
-/** A host in a fresh directory (removed with the scope): its state directory is not created yet. */
-const hostDirectory = Effect.acquireRelease(
-  Effect.sync(() => {
-    const dir = Fs.realpathSync(Fs.mkdtempSync(Path.join(Os.tmpdir(), "nixfleet-embed-")))
-    Fs.symlinkSync(`/nix/store/${PRIOR}`, Path.join(dir, "current-system"))
-    return dir
-  }),
-  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-)
+const hostDirectory = makeHostDirectory("nixfleet-embed-")
 
 const options = (cp: DevControlPlane, dir: string): NixfleetAgent.Options & { readonly stateDir: string } => ({
   machineId: HOST,
