@@ -13,6 +13,7 @@
 import Database from "better-sqlite3"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { describeError } from "./describeError.js"
 
@@ -30,8 +31,13 @@ export const lockStateDir = (stateDir: string): Effect.Effect<void, string, Scop
   return Effect.acquireRelease(
     Effect.try({
       try: () => {
+        // Made here, 0600 and never through a symlink, so that a full or read-only state
+        // directory fails with its errno, not SQLite's "unable to open database file".
+        Fs.closeSync(Fs.openSync(file, Fs.constants.O_RDWR | Fs.constants.O_CREAT | Fs.constants.O_NOFOLLOW, 0o600))
         const db = new Database(file, { timeout: 0 })
         try {
+          // Nothing is ever written: no journal file next to the lock.
+          db.pragma("journal_mode = MEMORY")
           db.pragma("locking_mode = EXCLUSIVE")
           db.exec("BEGIN EXCLUSIVE")
           return db
