@@ -60,8 +60,6 @@ export * as Outbox from "./outbox/Outbox.js"
 /** @since 0.1.0 */
 export * as PipelineConfig from "./config/PipelineConfig.js"
 /** @since 0.1.0 */
-export * as ProbeOutcome from "./probes/ProbeOutcome.js"
-/** @since 0.1.0 */
 export * as ProbeRunner from "./probes/Runner.js"
 /** @since 0.1.0 */
 export * as ProbeScheduler from "./probes/ProbeScheduler.js"

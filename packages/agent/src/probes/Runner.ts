@@ -17,6 +17,13 @@ import { failed } from "./reason.js"
 import { runTcp } from "./Tcp.js"
 
 /**
+ * What one run of a probe found (pass or fail, why, and an evidence probe's sub-results).
+ *
+ * @since 0.1.0
+ */
+export type { ProbeOutcome } from "./ProbeOutcome.js"
+
+/**
  * What a run needs besides its declaration.
  *
  * @since 0.1.0
