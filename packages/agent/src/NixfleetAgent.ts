@@ -23,7 +23,6 @@
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import { TrustConfig } from "@nixfleet/proto"
 import * as ConfigError from "effect/ConfigError"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
@@ -31,10 +30,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
-import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
-import * as Fs from "node:fs/promises"
 import * as AgentRuntime from "./AgentRuntime.js"
 import { AgentConfig } from "./config/AgentConfig.js"
 import { PipelineConfig, type SwitchMethod } from "./config/PipelineConfig.js"
@@ -51,6 +47,7 @@ import type { StatusReport } from "./status/StatusReport.js"
 import * as StatusServer from "./status/StatusServer.js"
 import { prepareStateDir } from "./support/pathSafety.js"
 import { lockStateDir } from "./support/stateDirLock.js"
+import { readTrustFile } from "./support/trustFile.js"
 
 /**
  * Every setting of the agent. Only `machineId` and `controlPlaneUrl` are required; the
@@ -210,23 +207,10 @@ export class NixfleetAgent extends Context.Tag("@nixfleet/agent/NixfleetAgent")<
 >() {}
 
 /** The trust file must parse at start, as upstream (it is re-read on every verification). */
-const checkTrustFile = Effect.gen(function*() {
-  const { trustFile } = yield* AgentConfig
-  const refused = (message: string) => new NixfleetAgentError({ reason: "TrustFile", message })
-  const text = yield* Effect.tryPromise({
-    try: () => Fs.readFile(trustFile, "utf8"),
-    catch: (error) => refused(`cannot read the trust file ${trustFile}: ${String(error)}`)
-  })
-  const json = yield* Effect.try({
-    try: (): unknown => JSON.parse(text),
-    catch: () => refused(`${trustFile} is not JSON`)
-  })
-  yield* Schema.decodeUnknown(TrustConfig)(json).pipe(
-    Effect.mapError((error) =>
-      refused(`${trustFile} is not a trust configuration: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
-    )
-  )
-})
+const checkTrustFile = Effect.flatMap(AgentConfig, ({ trustFile }) =>
+  readTrustFile(trustFile).pipe(
+    Effect.mapError((message) => new NixfleetAgentError({ reason: "TrustFile", message }))
+  ))
 
 /**
  * What `run` checks before anything is written: the trust file, the state directory (created

@@ -40,6 +40,13 @@ const options = (cp: DevControlPlane, dir: string): NixfleetAgent.Options & { re
   activationTestMode: true
 })
 
+/** A dev control plane, a host directory and the agent's options for them. */
+const embeddedHost = Effect.gen(function*() {
+  const cp = yield* start()
+  const dir = yield* hostDirectory
+  return { cp, dir, settings: options(cp, dir) }
+})
+
 /**
  * Builds the agent in a scope of its own (so a test can stop it and go on); the test's
  * scope closes it too.
@@ -124,9 +131,7 @@ describe("NixfleetAgent.layer", () => {
     "an embedded agent converges a published rollout and stops when its scope closes",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
-        const settings = options(cp, dir)
+        const { cp, settings } = yield* embeddedHost
         const rolloutId = yield* publish(cp)
         const { agent, stop } = yield* startEmbedded(settings)
         yield* awaitConverged(cp, agent, rolloutId)
@@ -148,8 +153,7 @@ describe("NixfleetAgent.layer", () => {
     "a missing or invalid trust file refuses the start before the state directory is touched",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
+        const { cp, dir } = yield* embeddedHost
         const notJson = Path.join(dir, "not-json.json")
         Fs.writeFileSync(notJson, "{ trust me")
         const notTrust = Path.join(dir, "not-trust.json")
@@ -170,9 +174,7 @@ describe("NixfleetAgent.layer", () => {
     "a second agent on the same state directory is refused; status answers live from the first",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
-        const settings = options(cp, dir)
+        const { cp, settings } = yield* embeddedHost
         const rolloutId = yield* publish(cp)
         const { agent } = yield* startEmbedded(settings)
         yield* awaitConverged(cp, agent, rolloutId)
@@ -209,9 +211,7 @@ describe("NixfleetAgent.layer", () => {
     "with options, nothing is read from the environment and an ambient HttpClient is never used",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
-        const settings = options(cp, dir)
+        const { cp, settings } = yield* embeddedHost
         const port = yield* unusedPort
         // Read, these would serve metrics, refuse the start (not a gate value), rename the
         // host and point it elsewhere.
@@ -256,9 +256,7 @@ describe("NixfleetAgent.layer", () => {
     "two agents started at the same moment on one state directory: exactly one runs, the other is refused",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
-        const settings = options(cp, dir)
+        const { settings } = yield* embeddedHost
         const attempts = yield* Effect.all(
           [0, 1, 2].map(() => Effect.either(startEmbedded(settings))),
           { concurrency: "unbounded" }
@@ -276,8 +274,7 @@ describe("NixfleetAgent.layer", () => {
     "an empty path in the options is an error naming it, never the default path",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
+        const { cp, dir } = yield* embeddedHost
         for (const given of [{ stateDir: "" }, { trustFile: " " }] as const) {
           const error = yield* startFailure({ ...options(cp, dir), ...given })
           expect(ConfigError.isConfigError(error), JSON.stringify(given)).toBe(true)
@@ -291,8 +288,7 @@ describe("NixfleetAgent.layer", () => {
     "a required setting that cannot be used is an error naming its key, before anything is written",
     () =>
       Effect.gen(function*() {
-        const cp = yield* start()
-        const dir = yield* hostDirectory
+        const { cp, dir } = yield* embeddedHost
         const cases: ReadonlyArray<readonly [Partial<NixfleetAgent.Options>, string]> = [
           [{ controlPlaneUrl: "not a url" }, "NIXFLEET_AGENT_CP_URL"],
           [{ controlPlaneUrl: "" }, "NIXFLEET_AGENT_CP_URL"],

@@ -11,7 +11,6 @@ import {
   FleetResolved,
   RolloutManifest,
   type RolloutManifest as RolloutManifestType,
-  TrustConfig,
   verifyArtifact
 } from "@nixfleet/proto"
 import * as Clock from "effect/Clock"
@@ -26,6 +25,7 @@ import { AgentConfig } from "../config/AgentConfig.js"
 import { HostLedger } from "../runtime/HostLedger.js"
 import { writeFileAtomicEffect } from "../support/atomicFile.js"
 import { formatParseError } from "../support/boundedJson.js"
+import { readTrustFile } from "../support/trustFile.js"
 import { ControlPlaneClient, type ControlPlaneError } from "./ControlPlaneClient.js"
 
 /**
@@ -72,27 +72,7 @@ export interface ManifestCacheService {
 }
 
 const readTrust = (file: string) =>
-  Effect.tryPromise({
-    try: () => Fs.readFile(file, "utf8"),
-    catch: (error) => new ManifestError({ reason: "trust-file", detail: `cannot read ${file}: ${String(error)}` })
-  }).pipe(
-    Effect.flatMap((text) =>
-      Effect.try({
-        try: (): unknown => JSON.parse(text),
-        catch: () => new ManifestError({ reason: "trust-file", detail: `${file} is not JSON` })
-      })
-    ),
-    Effect.flatMap((json) =>
-      Schema.decodeUnknown(TrustConfig)(json).pipe(
-        Effect.mapError((error) =>
-          new ManifestError({
-            reason: "trust-file",
-            detail: `${file}: ${formatParseError(error)}`
-          })
-        )
-      )
-    )
-  )
+  Effect.mapError(readTrustFile(file), (detail) => new ManifestError({ reason: "trust-file", detail }))
 
 const describeUnreachable = (error: ControlPlaneError) =>
   new ManifestError({ reason: "unreachable", detail: error.message })
